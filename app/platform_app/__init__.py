@@ -1,0 +1,3 @@
+"""Reference FastAPI application deployed by the lab."""
+
+__version__ = "1.0.0"

@@ -1,0 +1,148 @@
+"""Settings read from environment variables only (never from argv)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+MIN_SECRET_LENGTH = 32
+DEFAULT_TTL_SECONDS = 900
+MAX_TTL_SECONDS = 86400
+DEFAULT_ACTION_LOG_IDENTIFIER = "platform-actions"
+
+
+class ConfigError(Exception):
+    """Raised when the environment does not describe a usable configuration."""
+
+
+@dataclass(frozen=True)
+class ActionLogSpec:
+    """Where action records go: ``kind`` is ``"journald"`` or ``"file"``."""
+
+    kind: str
+    path: Path | None = None
+    identifier: str = DEFAULT_ACTION_LOG_IDENTIFIER
+    socket_path: str = JOURNAL_SOCKET
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated application settings. Secrets are kept out of ``repr``."""
+
+    jwt_secret: str = field(repr=False)
+    jwt_ttl_seconds: int
+    state_dir: Path
+    users_file: Path
+    action_log: ActionLogSpec
+    fmp_api_key: str | None = field(default=None, repr=False)
+    polygon_api_key: str | None = field(default=None, repr=False)
+    umami_script_url: str | None = None
+    umami_website_id: str | None = None
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _jwt_secret(env: Mapping[str, str]) -> str:
+    secret = env.get("PLATFORM_JWT_SECRET", "")
+    if not secret:
+        raise ConfigError("PLATFORM_JWT_SECRET is not set")
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"PLATFORM_JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters long"
+        )
+    return secret
+
+
+def _ttl(env: Mapping[str, str]) -> int:
+    raw = env.get("PLATFORM_JWT_TTL_SECONDS", "").strip()
+    if not raw:
+        return DEFAULT_TTL_SECONDS
+    try:
+        ttl = int(raw)
+    except ValueError:
+        raise ConfigError("PLATFORM_JWT_TTL_SECONDS must be an integer") from None
+    if not 1 <= ttl <= MAX_TTL_SECONDS:
+        raise ConfigError(f"PLATFORM_JWT_TTL_SECONDS must be between 1 and {MAX_TTL_SECONDS}")
+    return ttl
+
+
+def _state_dir(env: Mapping[str, str]) -> Path:
+    raw = _optional(env, "PLATFORM_STATE_DIR")
+    if raw is None:
+        # systemd's StateDirectory= may list several directories, separated by ':'.
+        systemd_dirs = _optional(env, "STATE_DIRECTORY")
+        raw = systemd_dirs.split(":")[0] if systemd_dirs else None
+    if raw is None:
+        raise ConfigError("PLATFORM_STATE_DIR is not set and systemd gave no STATE_DIRECTORY")
+    path = Path(raw)
+    if not path.is_absolute():
+        raise ConfigError("the state directory must be an absolute path")
+    if not path.is_dir():
+        raise ConfigError(f"the state directory {path} does not exist")
+    return path
+
+
+def _users_file(env: Mapping[str, str]) -> Path:
+    raw = _optional(env, "PLATFORM_USERS_FILE")
+    if raw is None:
+        raise ConfigError("PLATFORM_USERS_FILE is not set")
+    return Path(raw)
+
+
+def _action_log(env: Mapping[str, str], journal_socket: str) -> ActionLogSpec:
+    identifier = _optional(env, "PLATFORM_ACTION_LOG_IDENTIFIER") or DEFAULT_ACTION_LOG_IDENTIFIER
+    if not identifier.isprintable() or len(identifier) > 64:
+        raise ConfigError("PLATFORM_ACTION_LOG_IDENTIFIER must be printable, at most 64 chars")
+    raw = _optional(env, "PLATFORM_ACTION_LOG")
+    if raw is None:
+        if not os.path.exists(journal_socket):
+            raise ConfigError(
+                "PLATFORM_ACTION_LOG is not set and there is no journald socket; "
+                "set PLATFORM_ACTION_LOG=file:/path/to/actions.jsonl"
+            )
+        raw = "journald"
+    if raw == "journald":
+        return ActionLogSpec("journald", identifier=identifier, socket_path=journal_socket)
+    if raw.startswith("file:"):
+        path = Path(raw.removeprefix("file:"))
+        if not path.is_absolute():
+            raise ConfigError("PLATFORM_ACTION_LOG=file: needs an absolute path")
+        return ActionLogSpec("file", path=path, identifier=identifier)
+    raise ConfigError("PLATFORM_ACTION_LOG must be 'journald' or 'file:/absolute/path'")
+
+
+def _umami(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    url = _optional(env, "UMAMI_SCRIPT_URL")
+    website_id = _optional(env, "UMAMI_WEBSITE_ID")
+    if url is None or website_id is None:
+        return None, None
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise ConfigError("UMAMI_SCRIPT_URL must be an absolute http(s) URL")
+    return url, website_id
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, *, journal_socket: str = JOURNAL_SOCKET
+) -> Settings:
+    """Build :class:`Settings` from ``env`` (defaults to ``os.environ``)."""
+    env = os.environ if env is None else env
+    umami_url, umami_id = _umami(env)
+    return Settings(
+        jwt_secret=_jwt_secret(env),
+        jwt_ttl_seconds=_ttl(env),
+        state_dir=_state_dir(env),
+        users_file=_users_file(env),
+        action_log=_action_log(env, journal_socket),
+        fmp_api_key=_optional(env, "FMP_API_KEY"),
+        polygon_api_key=_optional(env, "POLYGON_API_KEY"),
+        umami_script_url=umami_url,
+        umami_website_id=umami_id,
+    )

@@ -1,0 +1,42 @@
+"""Application factory: wires settings, stores and routers into a FastAPI app."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from platform_app import __version__
+from platform_app.actionlog import ActionLogger, ActionSink, make_sink
+from platform_app.api import admin, auth, market, me, portfolios, strategy
+from platform_app.config import Settings
+from platform_app.context import AppContext
+from platform_app.middleware import SecurityHeadersMiddleware
+from platform_app.portfolios import PortfolioStore
+from platform_app.tokens import TokenService
+from platform_app.users import UserStore
+from platform_app.web import router as web_router
+
+
+def build_context(settings: Settings, sink: ActionSink | None = None) -> AppContext:
+    return AppContext(
+        settings=settings,
+        users=UserStore.from_file(settings.users_file),
+        tokens=TokenService(settings.jwt_secret, settings.jwt_ttl_seconds),
+        actions=ActionLogger(sink if sink is not None else make_sink(settings.action_log)),
+        portfolios=PortfolioStore(settings.state_dir),
+    )
+
+
+def create_app(settings: Settings, sink: ActionSink | None = None) -> FastAPI:
+    app = FastAPI(
+        title="Platform",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.context = build_context(settings, sink)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.include_router(web_router)
+    for module in (auth, me, market, admin, portfolios, strategy):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,28 @@
+"""ASGI entry point: ``uvicorn platform_app.main:app``.
+
+Configuration comes from the environment only. On a bad configuration the import
+fails with a one-line message on stderr and exit status 78 (EX_CONFIG).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from fastapi import FastAPI
+
+from platform_app.config import ConfigError, load_settings
+from platform_app.factory import create_app
+from platform_app.users import UsersFileError
+
+EX_CONFIG = 78
+
+
+def build_app() -> FastAPI:
+    try:
+        return create_app(load_settings())
+    except (ConfigError, UsersFileError) as exc:
+        print(f"platform_app: refusing to start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EX_CONFIG) from None
+
+
+app = build_app()

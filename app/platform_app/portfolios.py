@@ -1,0 +1,99 @@
+"""Per-user portfolio files under ``<state>/users/<owner>/<name>.json``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from platform_app.users import USERNAME_RE
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+SUFFIX = ".json"
+
+
+class InvalidName(ValueError):
+    """Owner or portfolio name is not acceptable."""
+
+
+class PortfolioNotFound(LookupError):
+    """No such portfolio."""
+
+
+def _ensure_private_dir(path: Path) -> None:
+    path.mkdir(mode=DIR_MODE, exist_ok=True)
+    if path.is_symlink() or not path.is_dir():
+        raise InvalidName(f"{path.name} is not a plain directory")
+    os.chmod(path, DIR_MODE)
+
+
+class PortfolioStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.users_root = state_dir / "users"
+
+    def _user_dir(self, owner: str, *, create: bool) -> Path:
+        if not USERNAME_RE.fullmatch(owner):
+            raise InvalidName("invalid owner")
+        directory = self.users_root / owner
+        if create:
+            _ensure_private_dir(self.users_root)
+            _ensure_private_dir(directory)
+        return directory
+
+    def _path(self, owner: str, name: str, *, create: bool) -> Path:
+        if not NAME_RE.fullmatch(name):
+            raise InvalidName("invalid portfolio name")
+        directory = self._user_dir(owner, create=create)
+        candidate = directory / f"{name}{SUFFIX}"
+        # Defence in depth: the resolved path must stay directly inside the user's directory.
+        root = self.users_root.resolve()
+        resolved_dir = directory.resolve()
+        resolved = candidate.resolve()
+        if resolved_dir.parent != root or resolved.parent != resolved_dir:
+            raise InvalidName("path escapes the user directory")
+        return resolved
+
+    def read(self, owner: str, name: str) -> Any:
+        path = self._path(owner, name, create=False)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise PortfolioNotFound(name) from None
+        with os.fdopen(fd, "rb") as handle:
+            return json.loads(handle.read())
+
+    def write(self, owner: str, name: str, document: Any) -> int:
+        """Atomically replace the portfolio; returns the number of bytes stored."""
+        path = self._path(owner, name, create=True)
+        data = json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp_name, FILE_MODE)
+            os.replace(tmp_name, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return len(data)
+
+    def list(self, owner: str) -> list[str]:
+        directory = self._user_dir(owner, create=False)
+        if not directory.is_dir():
+            return []
+        names = (p.name.removesuffix(SUFFIX) for p in directory.iterdir() if p.suffix == SUFFIX)
+        return sorted(n for n in names if NAME_RE.fullmatch(n))

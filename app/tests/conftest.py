@@ -1,0 +1,111 @@
+"""Shared fixtures: a temporary state dir, users file, file action log and test client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+from fastapi.testclient import TestClient
+
+from platform_app.config import Settings, load_settings
+from platform_app.factory import create_app
+
+SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+FMP_KEY = "FMPKEY-must-never-leak-7f3a9c"
+POLYGON_KEY = "POLYGONKEY-must-never-leak-1b2d4e"
+PASSWORDS = {"alice": "alice-pass-1", "bob": "bob-pass-2", "root": "root-pass-3"}
+ROLES = {"alice": "user", "bob": "user", "root": "admin"}
+
+
+def _hash(password: str) -> str:
+    # Cost 4 keeps the suite fast; production hashes use cost 12 (see hashpw).
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+@pytest.fixture(scope="session")
+def users_document() -> dict[str, Any]:
+    return {
+        "users": {
+            name: {"password_hash": _hash(PASSWORDS[name]), "role": ROLES[name]}
+            for name in PASSWORDS
+        }
+    }
+
+
+@pytest.fixture
+def env(tmp_path: Path, users_document: dict[str, Any]) -> dict[str, str]:
+    state = tmp_path / "state"
+    state.mkdir()
+    users_file = tmp_path / "users.json"
+    users_file.write_text(json.dumps(users_document))
+    return {
+        "PLATFORM_JWT_SECRET": SECRET,
+        "PLATFORM_STATE_DIR": str(state),
+        "PLATFORM_USERS_FILE": str(users_file),
+        "PLATFORM_ACTION_LOG": f"file:{tmp_path / 'actions.jsonl'}",
+        "FMP_API_KEY": FMP_KEY,
+        "POLYGON_API_KEY": POLYGON_KEY,
+    }
+
+
+@pytest.fixture
+def make_client(env: dict[str, str]) -> Iterator[Callable[..., TestClient]]:
+    clients: list[TestClient] = []
+
+    def factory(**overrides: str | None) -> TestClient:
+        merged = dict(env)
+        for key, value in overrides.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        settings = load_settings(merged, journal_socket="/nonexistent/journal.sock")
+        client = TestClient(create_app(settings))
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+@pytest.fixture
+def settings(env: dict[str, str]) -> Settings:
+    return load_settings(env, journal_socket="/nonexistent/journal.sock")
+
+
+@pytest.fixture
+def action_log(env: dict[str, str]) -> Path:
+    return Path(env["PLATFORM_ACTION_LOG"].removeprefix("file:"))
+
+
+def read_actions(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def login(client: TestClient, username: str) -> str:
+    response = client.post(
+        "/api/auth/login", json={"username": username, "password": PASSWORDS[username]}
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def auth_header(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def tokens(client: TestClient) -> dict[str, str]:
+    return {name: login(client, name) for name in PASSWORDS}

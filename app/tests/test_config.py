@@ -1,0 +1,118 @@
+"""Environment-only configuration and refusing to start when it is wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from platform_app.config import ConfigError, load_settings
+from platform_app.users import UsersFileError, UserStore
+
+APP_DIR = Path(__file__).resolve().parents[1]
+
+
+def test_defaults(env: dict[str, str]) -> None:
+    settings = load_settings(env, journal_socket="/nonexistent")
+    assert settings.jwt_ttl_seconds == 900
+    assert settings.action_log.kind == "file"
+    assert settings.action_log.identifier == "platform-actions"
+    assert settings.umami_script_url is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"PLATFORM_JWT_SECRET": None}, "PLATFORM_JWT_SECRET is not set"),
+        ({"PLATFORM_JWT_SECRET": "x" * 31}, "at least 32"),
+        ({"PLATFORM_JWT_TTL_SECONDS": "ten"}, "integer"),
+        ({"PLATFORM_JWT_TTL_SECONDS": "0"}, "between"),
+        ({"PLATFORM_STATE_DIR": None}, "STATE_DIRECTORY"),
+        ({"PLATFORM_STATE_DIR": "relative/dir"}, "absolute"),
+        ({"PLATFORM_STATE_DIR": "/nonexistent/state"}, "does not exist"),
+        ({"PLATFORM_USERS_FILE": None}, "PLATFORM_USERS_FILE"),
+        ({"PLATFORM_ACTION_LOG": None}, "no journald socket"),
+        ({"PLATFORM_ACTION_LOG": "syslog"}, "journald"),
+        ({"PLATFORM_ACTION_LOG": "file:relative.jsonl"}, "absolute"),
+        ({"UMAMI_SCRIPT_URL": "javascript:alert(1)", "UMAMI_WEBSITE_ID": "x"}, "http"),
+    ],
+)
+def test_invalid_configuration(
+    env: dict[str, str], overrides: dict[str, str | None], message: str
+) -> None:
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env, journal_socket="/nonexistent")
+
+
+def test_state_directory_from_systemd(env: dict[str, str], tmp_path: Path) -> None:
+    state = env.pop("PLATFORM_STATE_DIR")
+    env["STATE_DIRECTORY"] = f"{state}:{tmp_path}"
+    assert str(load_settings(env, journal_socket="/x").state_dir) == state
+
+
+def test_journald_is_default_when_socket_exists(env: dict[str, str], tmp_path: Path) -> None:
+    env.pop("PLATFORM_ACTION_LOG")
+    sock = tmp_path / "sock"
+    sock.touch()
+    spec = load_settings(env, journal_socket=str(sock)).action_log
+    assert spec.kind == "journald" and spec.socket_path == str(sock)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        [],
+        {"users": []},
+        {"users": {"../x": {"password_hash": "$2b$04$" + "a" * 53, "role": "user"}}},
+        {"users": {"a": {"password_hash": "plain", "role": "user"}}},
+        {"users": {"a": {"password_hash": "$2b$04$" + "a" * 53, "role": "root"}}},
+    ],
+)
+def test_bad_users_file(tmp_path: Path, document: object) -> None:
+    path = tmp_path / "users.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(UsersFileError):
+        UserStore.from_file(path)
+
+
+def _run_app_import(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PLATFORM_", "STATE_"))}
+    return subprocess.run(
+        [sys.executable, "-c", "import platform_app.main"],
+        cwd=APP_DIR,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_app_refuses_to_start_without_secret(env: dict[str, str]) -> None:
+    env.pop("PLATFORM_JWT_SECRET")
+    result = _run_app_import(env)
+    assert result.returncode == 78
+    assert "refusing to start: PLATFORM_JWT_SECRET is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_app_refuses_to_start_with_short_secret(env: dict[str, str]) -> None:
+    env["PLATFORM_JWT_SECRET"] = "short"
+    result = _run_app_import(env)
+    assert result.returncode == 78
+    assert "at least 32 characters" in result.stderr
+    assert "short" not in result.stderr.replace("at least", "")
+
+
+def test_app_imports_with_good_environment(env: dict[str, str]) -> None:
+    result = _run_app_import(env)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# ca.sh up|down: the lab's ACME certificate authority (Pebble) in the container lab-ca.
+#
+# up: creates the lab network and starts Pebble (if not already running) with
+#   - its ACME API at https://acme.lab.test:14000/dir, served with a certificate from a
+#     small lab-only CA (.lab/ca/acme-api-ca.pem) that lab hosts are told to trust;
+#   - HTTP-01 validation against port 80 of the names in lab/hosts (Pebble resolves
+#     them through the container's /etc/hosts, so no DNS server is needed);
+#   - 90-day certificates like Let's Encrypt's (templates/lab/pebble-config.json).
+# and exports the root that signs issued certificates to .lab/ca-root.pem, which the
+# tests use to verify the served chain instead of disabling verification.
+# Pebble makes a new root each time it starts: a restarted CA means re-issuing.
+set -euo pipefail
+# shellcheck source=scripts/lab/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+ca_dir=$IAC_LAB_DIR/ca
+
+ensure_network() {
+  if ! podman network exists "$LAB_NETWORK"; then
+    log "Creating the lab network $LAB_NETWORK ($LAB_SUBNET)"
+    podman network create --subnet "$LAB_SUBNET" --gateway "$LAB_GATEWAY" "$LAB_NETWORK" >/dev/null
+  fi
+}
+
+ensure_api_cert() {
+  mkdir -p "$ca_dir"
+  [ -s "$ca_dir/acme-api.pem" ] && return 0
+  log "Creating the lab-only TLS certificate for the ACME API (acme.lab.test)"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+    -subj "/CN=IaC lab ACME API CA (lab only)" -keyout "$ca_dir/acme-api-ca.key" -out "$ca_dir/acme-api-ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=acme.lab.test" \
+    -keyout "$ca_dir/acme-api.key" -out "$ca_dir/acme-api.csr" 2>/dev/null
+  openssl x509 -req -in "$ca_dir/acme-api.csr" -CA "$ca_dir/acme-api-ca.pem" -CAkey "$ca_dir/acme-api-ca.key" \
+    -CAcreateserial -days 3650 -out "$ca_dir/acme-api.pem" \
+    -extfile <(printf 'subjectAltName=DNS:acme.lab.test,DNS:%s,IP:%s\nextendedKeyUsage=serverAuth\n' "$LAB_CA_NAME" "$LAB_CA_IP") 2>/dev/null
+  chmod 0644 "$ca_dir"/*.key  # read by pebble inside the container; lab-only material
+}
+
+up() {
+  require_podman
+  "$REPO_ROOT/scripts/lab/build-image.sh" ca
+  ensure_network
+  ensure_api_cert
+  cp "$REPO_ROOT/templates/lab/pebble-config.json" "$ca_dir/pebble-config.json"
+  local want have
+  want=$(cat "$REPO_ROOT/lab/hosts" "$ca_dir/pebble-config.json" | sha256sum | cut -c1-16)
+  have=$(podman inspect --format '{{ index .Config.Labels "iac.config" }}' "$LAB_CA_NAME" 2>/dev/null || true)
+  if [ "$have" != "$want" ] || [ "$(podman inspect --format '{{.State.Running}}' "$LAB_CA_NAME" 2>/dev/null)" != true ]; then
+    podman rm -f "$LAB_CA_NAME" >/dev/null 2>&1 || true
+    log "Starting the lab CA (Pebble) as $LAB_CA_NAME at $LAB_CA_IP"
+    local hosts=() ip name rest n
+    while read -r ip name rest; do
+      for n in $name $rest; do hosts+=(--add-host "$n:$ip"); done
+    done < <(lab_hosts)
+    podman run -d --name "$LAB_CA_NAME" --hostname "$LAB_CA_NAME" --label "iac.config=$want" \
+      --network "$LAB_NETWORK" --ip "$LAB_CA_IP" "${hosts[@]}" \
+      -v "$ca_dir:/etc/pebble:ro" \
+      -e PEBBLE_VA_NOSLEEP=1 -e PEBBLE_WFE_NONCEREJECT=0 \
+      "$LAB_IMAGE_REPO:ca" pebble -config /etc/pebble/pebble-config.json >/dev/null
+  fi
+  local i
+  for i in $(seq 1 50); do
+    if curl -fsS --cacert "$ca_dir/acme-api-ca.pem" --resolve "acme.lab.test:15000:$LAB_CA_IP" \
+         -o "$IAC_LAB_DIR/ca-root.pem.new" https://acme.lab.test:15000/roots/0 2>/dev/null; then
+      mv "$IAC_LAB_DIR/ca-root.pem.new" "$IAC_LAB_DIR/ca-root.pem"
+      log "Lab CA ready: ACME directory https://acme.lab.test:14000/dir, issuing root in ${IAC_LAB_DIR#"$REPO_ROOT"/}/ca-root.pem"
+      return 0
+    fi
+    [ "$i" = 10 ] && podman logs --tail 5 "$LAB_CA_NAME" >&2
+    sleep 0.3
+  done
+  podman logs --tail 20 "$LAB_CA_NAME" >&2 || true
+  die "the lab CA did not answer on https://$LAB_CA_IP:15000"
+}
+
+down() {
+  podman rm -f "$LAB_CA_NAME" >/dev/null 2>&1 || true
+  rm -f "$IAC_LAB_DIR/ca-root.pem"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) die "usage: ca.sh up|down" ;;
+esac

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# host.sh up NAME [IMAGE] [-- extra podman run args]: start the lab host NAME (address
+# and DNS names from lab/hosts) from localhost/iac-lab:IMAGE (default debian13), with
+# real systemd and sshd, reachable by Ansible over SSH as root with the lab key
+# (.lab/ssh/id_ed25519). An existing, running NAME is kept as it is.
+# host.sh down NAME: remove it.
+set -euo pipefail
+# shellcheck source=scripts/lab/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+ssh_key=$IAC_LAB_DIR/ssh/id_ed25519
+
+ensure_key() {
+  [ -s "$ssh_key" ] && return 0
+  mkdir -p "$(dirname "$ssh_key")"
+  ssh-keygen -q -t ed25519 -N '' -C "iac-lab (lab only)" -f "$ssh_key"
+}
+
+wait_ready() {
+  local name=$1 ip=$2 i state=''
+  for i in $(seq 1 120); do
+    state=$(podman exec "$name" systemctl is-system-running 2>/dev/null || true)
+    case "$state" in running|degraded) break ;; esac
+    sleep 0.5
+  done
+  case "$state" in
+    running) ;;
+    degraded) log "$name: systemd is degraded: $(podman exec "$name" systemctl --failed --plain --no-legend | awk '{print $1}' | xargs)" ;;
+    *) die "$name: systemd did not finish booting (state '$state')" ;;
+  esac
+  for i in $(seq 1 60); do
+    if ssh -i "$ssh_key" -o BatchMode=yes -o ConnectTimeout=2 -o StrictHostKeyChecking=no \
+         -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "root@$ip" true 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  die "$name: sshd on $ip:22 does not accept the lab key"
+}
+
+up() {
+  local name=${1:?usage: host.sh up NAME [IMAGE] [-- podman args]} image=debian13
+  shift
+  if [ $# -gt 0 ] && [ "$1" != -- ]; then image=$1; shift; fi
+  [ "${1:-}" = -- ] && shift
+  require_podman
+  local ip
+  ip=$(lab_host_ip "$name")
+  "$REPO_ROOT/scripts/lab/build-image.sh" "$image"
+  "$REPO_ROOT/scripts/lab/ca.sh" up
+  ensure_key
+  if [ "$(podman inspect --format '{{.State.Running}}' "$name" 2>/dev/null)" != true ]; then
+    podman rm -f "$name" >/dev/null 2>&1 || true
+    local cache
+    cache=${XDG_CACHE_HOME:-$HOME/.cache}/iac-platform/apt/$image
+    mkdir -p "$cache/partial"
+    log "Starting lab host $name ($image) at $ip"
+    podman run -d --name "$name" --hostname "$name" \
+      --network "$LAB_NETWORK" --ip "$ip" --add-host "acme.lab.test:$LAB_CA_IP" \
+      --systemd=always --cap-add NET_ADMIN,NET_RAW \
+      -v "$ssh_key.pub:/root/.ssh/authorized_keys:ro" \
+      -v "$cache:/var/cache/apt/archives" \
+      "$@" "$LAB_IMAGE_REPO:$image" >/dev/null
+  fi
+  wait_ready "$name" "$ip"
+  log "Lab host $name is up: ssh -i ${ssh_key#"$REPO_ROOT"/} root@$ip"
+}
+
+down() {
+  local name=${1:?usage: host.sh down NAME}
+  podman rm -f -t 5 "$name" >/dev/null 2>&1 || true
+}
+
+case "${1:-}" in
+  up) shift; up "$@" ;;
+  down) shift; down "$@" ;;
+  *) die "usage: host.sh up NAME [IMAGE] [-- podman args] | host.sh down NAME" ;;
+esac

@@ -1,0 +1,38 @@
+# shellcheck shell=bash
+# Shared settings for the lab scripts. Sourced, never executed.
+# Every name and address of the lab lives here, so the scripts, molecule and the
+# inventories agree on one set.
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export REPO_ROOT
+# Runtime state of the lab on the controller (keys, CA roots); never committed.
+export IAC_LAB_DIR=${IAC_LAB_DIR:-$REPO_ROOT/.lab}
+# podman reads its per-container defaults (ulimits: FACTS.md quirk 2) from here.
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$REPO_ROOT/lab/containers.conf}
+
+LAB_NETWORK=${LAB_NETWORK:-iac-lab}
+LAB_SUBNET=${LAB_SUBNET:-10.89.77.0/24}
+LAB_GATEWAY=${LAB_GATEWAY:-10.89.77.1}
+LAB_CA_NAME=${LAB_CA_NAME:-lab-ca}
+LAB_CA_IP=${LAB_CA_IP:-10.89.77.2}
+LAB_IMAGE_REPO=${LAB_IMAGE_REPO:-localhost/iac-lab}
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+
+# lab_hosts prints "ip name alias..." for every lab host (lab/hosts, comments stripped).
+lab_hosts() { sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$REPO_ROOT/lab/hosts"; }
+
+# lab_host_ip NAME prints the address lab/hosts gives NAME.
+lab_host_ip() {
+  local ip
+  ip=$(lab_hosts | awk -v n="$1" '$2 == n { print $1 }')
+  [ -n "$ip" ] || die "lab host '$1' is not listed in lab/hosts"
+  printf '%s\n' "$ip"
+}
+
+require_podman() {
+  command -v podman >/dev/null 2>&1 || die "podman is not installed: run 'make bootstrap' (scripts/bootstrap.sh) first"
+  podman info >/dev/null 2>&1 || die "podman is installed but cannot run containers here: $(podman info 2>&1 | tail -n 1). Run 'make bootstrap' to apply the host fixes (cgroup, ulimits) or check 'podman info'."
+}

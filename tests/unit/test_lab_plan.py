@@ -1,0 +1,46 @@
+"""The lab's address plan (lab/hosts) is consistent with the inventories that use it."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _plan() -> dict[str, tuple[str, list[str]]]:
+    plan = {}
+    for line in (ROOT / "lab" / "hosts").read_text().splitlines():
+        line = line.split("#", 1)[0].split()
+        if line:
+            plan[line[1]] = (line[0], line[2:])
+    return plan
+
+
+def test_addresses_are_unique_and_inside_the_lab_subnet() -> None:
+    plan = _plan()
+    addresses = [ip for ip, _ in plan.values()]
+    assert len(addresses) == len(set(addresses))
+    subnet = ipaddress.ip_network("10.89.77.0/24")
+    assert all(ipaddress.ip_address(ip) in subnet for ip in addresses)
+
+
+def test_inventory_hosts_use_the_planned_addresses_and_names() -> None:
+    plan = _plan()
+    sources = [ROOT / "inventory/lab/hosts.yml", *sorted((ROOT / "molecule").glob("*/inventory/host_vars/*.yml"))]
+    seen = 0
+    for src in sources:
+        data = yaml.safe_load(src.read_text())
+        hosts = (
+            {src.stem: data}
+            if "host_vars" in src.parts
+            else data["all"]["children"]["platform"]["hosts"]
+        )
+        for name, hv in hosts.items():
+            ip, names = plan[name]
+            assert hv["ansible_host"] == ip, f"{src}: {name} at {hv['ansible_host']}, lab/hosts says {ip}"
+            assert f"www.{hv['lab_domain']}" in names, f"{name}: www.{hv['lab_domain']} missing from lab/hosts"
+            seen += 1
+    assert seen >= 3
