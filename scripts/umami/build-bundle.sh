@@ -87,6 +87,7 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
 
 start=$SECONDS
 phase() { log "[$((SECONDS - start))s] $*"; }

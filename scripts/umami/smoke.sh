@@ -76,7 +76,11 @@ second=$(node "$bundle/bin/set-admin-password.js")
 echo "set-admin-password #2: $second"
 check "second password run changes nothing" test "$second" = "OK: unchanged"
 
-# 3. The server.
+# 3. The server (refuse to test whatever else might already listen on the port).
+if curl -s -o /dev/null "$base/"; then
+  echo "FAIL: something already listens on 127.0.0.1:$port (set SMOKE_PORT)"
+  exit 1
+fi
 app_secret=$(node -e 'process.stdout.write(require("crypto").randomBytes(32).toString("hex"))')
 (cd "$bundle" && exec env HOSTNAME=127.0.0.1 PORT="$port" APP_SECRET="$app_secret" \
   DISABLE_TELEMETRY=1 DISABLE_UPDATES=1 CLIENT_IP_HEADER=x-real-ip \
@@ -90,7 +94,8 @@ for _ in $(seq 1 120); do
   sleep 0.25
 done
 echo "heartbeat after $((($(date +%s%N) - t0) / 1000000)) ms"
-check "GET /api/heartbeat -> 200" test "$code" = 200
+ours() { [[ $code == 200 ]] && kill -0 "$server_pid" 2>/dev/null; }
+check "GET /api/heartbeat -> 200 from our server (pid $server_pid)" ours
 if [[ $code != 200 ]]; then
   cat "$workdir/server.log"
   exit 1
