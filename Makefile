@@ -10,6 +10,8 @@ export CONTAINERS_CONF ?= $(CURDIR)/lab/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export ANSIBLE_PRIVATE_KEY_FILE ?= $(IAC_LAB_DIR)/ssh/id_ed25519
+# Controller addresses the host checks send HTTP probes from (lab/hosts, scripts/lab/ca.sh).
+export IAC_PROBE_SOURCES ?= 10.89.77.200-219
 export ANSIBLE_FORCE_COLOR ?= $(if $(CI),0,1)
 export PY_COLORS ?= $(if $(CI),0,1)
 export PATH := $(CURDIR)/.venv/bin:$(PATH)

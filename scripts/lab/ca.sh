@@ -9,7 +9,8 @@
 #   - 90-day certificates like Let's Encrypt's (templates/lab/pebble-config.json).
 # and exports the root that signs issued certificates to .lab/ca-root.pem, which the
 # tests use to verify the served chain instead of disabling verification.
-# Pebble makes a new root each time it starts: a restarted CA means re-issuing.
+# Pebble makes a new root each time it starts, so the file keeps every root the lab's CA
+# has had: certificates issued before a restart still verify until they are renewed.
 set -euo pipefail
 # shellcheck source=scripts/lab/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -20,6 +21,17 @@ ensure_network() {
   if ! podman network exists "$LAB_NETWORK"; then
     log "Creating the lab network $LAB_NETWORK ($LAB_SUBNET)"
     podman network create --subnet "$LAB_SUBNET" --gateway "$LAB_GATEWAY" "$LAB_NETWORK" >/dev/null
+  fi
+  # Probe sources: the host checks send their HTTP requests from these controller
+  # addresses, one per test module, so each module has its own per-IP rate limit bucket
+  # (lab/hosts, tests/host/conftest.py). The bridge exists once a container uses it.
+  local bridge i
+  bridge=$(podman network inspect "$LAB_NETWORK" --format '{{.NetworkInterface}}')
+  if ip link show "$bridge" >/dev/null 2>&1; then
+    for i in $(seq "$LAB_PROBE_FIRST" "$LAB_PROBE_LAST"); do
+      ip -br addr show dev "$bridge" | grep -q "${LAB_SUBNET%.*/*}.$i/" \
+        || ip addr add "${LAB_SUBNET%.*/*}.$i/32" dev "$bridge"
+    done
   fi
 }
 
@@ -44,7 +56,7 @@ up() {
   ensure_api_cert
   cp "$REPO_ROOT/templates/lab/pebble-config.json" "$ca_dir/pebble-config.json"
   local want have
-  want=$(cat "$REPO_ROOT/lab/hosts" "$ca_dir/pebble-config.json" | sha256sum | cut -c1-16)
+  want=$({ lab_hosts; cat "$ca_dir/pebble-config.json"; } | sha256sum | cut -c1-16)
   have=$(podman inspect --format '{{ index .Config.Labels "iac.config" }}' "$LAB_CA_NAME" 2>/dev/null || true)
   if [ "$have" != "$want" ] || [ "$(podman inspect --format '{{.State.Running}}' "$LAB_CA_NAME" 2>/dev/null)" != true ]; then
     podman rm -f "$LAB_CA_NAME" >/dev/null 2>&1 || true
@@ -63,7 +75,13 @@ up() {
   for i in $(seq 1 50); do
     if curl -fsS --cacert "$ca_dir/acme-api-ca.pem" --resolve "acme.lab.test:15000:$LAB_CA_IP" \
          -o "$IAC_LAB_DIR/ca-root.pem.new" https://acme.lab.test:15000/roots/0 2>/dev/null; then
-      mv "$IAC_LAB_DIR/ca-root.pem.new" "$IAC_LAB_DIR/ca-root.pem"
+      # Keep every root this lab's CA has had: certificates issued before a restart of
+      # the CA still verify (the lab's hosts keep them until they renew).
+      touch "$IAC_LAB_DIR/ca-root.pem"
+      grep -qxF "$(sed -n 2p "$IAC_LAB_DIR/ca-root.pem.new")" "$IAC_LAB_DIR/ca-root.pem" \
+        || cat "$IAC_LAB_DIR/ca-root.pem.new" >>"$IAC_LAB_DIR/ca-root.pem"
+      rm -f "$IAC_LAB_DIR/ca-root.pem.new"
+      ensure_network
       log "Lab CA ready: ACME directory https://acme.lab.test:14000/dir, issuing root in ${IAC_LAB_DIR#"$REPO_ROOT"/}/ca-root.pem"
       return 0
     fi

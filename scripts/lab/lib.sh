@@ -16,6 +16,10 @@ LAB_SUBNET=${LAB_SUBNET:-10.89.77.0/24}
 LAB_GATEWAY=${LAB_GATEWAY:-10.89.77.1}
 LAB_CA_NAME=${LAB_CA_NAME:-lab-ca}
 LAB_CA_IP=${LAB_CA_IP:-10.89.77.2}
+# Controller addresses on the lab bridge that host checks send requests from (lab/hosts).
+LAB_PROBE_FIRST=200
+LAB_PROBE_LAST=219
+export IAC_PROBE_SOURCES=${IAC_PROBE_SOURCES:-10.89.77.200-219}
 LAB_IMAGE_REPO=${LAB_IMAGE_REPO:-localhost/iac-lab}
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -9,6 +9,12 @@ Checks that look from outside (TLS, redirects, headers) connect from the control
 host's address (ansible_host) on 80/443, present the site's name for SNI and verify the
 certificate chain against IAC_CA_BUNDLE: the lab CA root (.lab/ca-root.pem) in the lab, the
 system trust store when the variable is empty (production).
+
+Rate limits are per client address. In the lab, IAC_PROBE_SOURCES names a range of the
+controller's own addresses (10.89.77.200-219): each test module sends from its own address,
+so one module's requests never use up another's budget. Without it, probes use the
+controller's default address; against production, run the modules with pauses or
+deselect the disruptive ones (-m "not disruptive").
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import json
 import os
 import socket
 import ssl
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +34,25 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+# Variables the checks read, templated by Ansible itself (one ansible call per host).
+_VAR_PATTERN = "^(nginx|app|umami|postgresql|backup|baseline|lab)_.*|^ansible_host$|^inventory_hostname$"
+_VARS_CACHE: dict[str, dict[str, Any]] = {}
+
+
 @pytest.fixture(scope="module")
 def hostvars(host) -> dict[str, Any]:
-    """The host's Ansible variables, templated (group_vars and host_vars included)."""
-    return host.ansible.get_variables()
+    """The host's role variables, templated (group_vars and host_vars included, the same
+    values the playbooks use)."""
+    key = host.backend.get_hostname()
+    if key not in _VARS_CACHE:
+        expr = (
+            "{{ dict(query('ansible.builtin.varnames', '%s') | zip("
+            "query('ansible.builtin.vars', *query('ansible.builtin.varnames', '%s')))) | to_json }}"
+        ) % (_VAR_PATTERN, _VAR_PATTERN)
+        result = host.ansible("ansible.builtin.debug", f"msg={expr}", check=False)
+        msg = result["msg"]
+        _VARS_CACHE[key] = json.loads(msg) if isinstance(msg, str) else msg
+    return _VARS_CACHE[key]
 
 
 def _ca_bundle() -> str | None:
@@ -66,9 +88,14 @@ class Response:
 class Probe:
     """HTTP(S) requests from the controller to one host, by site name, without DNS."""
 
-    def __init__(self, address: str, ca_bundle: str | None) -> None:
+    def __init__(self, address: str, ca_bundle: str | None, source: str | None = None) -> None:
         self.address = address
         self.ca_bundle = ca_bundle
+        self.source = source
+
+    def connect(self, port: int, timeout: float = 10) -> socket.socket:
+        source = (self.source, 0) if self.source else None
+        return socket.create_connection((self.address, port), timeout=timeout, source_address=source)
 
     def context(self, **kwargs: Any) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else ssl.create_default_context()
@@ -90,23 +117,48 @@ class Probe:
         timeout: float = 10,
     ) -> Response:
         port = port or (443 if scheme == "https" else 80)
-        sock = socket.create_connection((self.address, port), timeout=timeout)
+        sock = self.connect(port, timeout)
         peer_cert = tls_version = cipher = None
+        extra: dict = {}
         if scheme == "https":
             sock = (context or self.context()).wrap_socket(sock, server_hostname=name)
             peer_cert = sock.getpeercert()
             tls_version = sock.version()
             cipher = sock.cipher()[0]
+            extra = {"der": sock.getpeercert(binary_form=True), "alpn": sock.selected_alpn_protocol()}
         conn = http.client.HTTPConnection(name, port, timeout=timeout)
         conn.sock = sock
         try:
             conn.request(method, path, body=body, headers={"Host": name, **(headers or {})})
             resp = conn.getresponse()
-            return Response(resp.status, resp.headers, resp.read(), peer_cert, tls_version, cipher)
+            return Response(resp.status, resp.headers, resp.read(), peer_cert, tls_version, cipher, extra)
         finally:
             conn.close()
 
 
+def _probe_source(module: str) -> str | None:
+    """The controller address this test module sends from (see the module docstring)."""
+    spec = os.environ.get("IAC_PROBE_SOURCES", "")
+    if not spec:
+        return None
+    first, _, last = spec.rpartition(".")[2].partition("-")
+    prefix = spec.rpartition(".")[0]
+    choices = list(range(int(first), int(last or first) + 1))
+    address = f"{prefix}.{choices[zlib.crc32(module.encode()) % len(choices)]}"
+    try:  # only where this address really is the controller's (the lab)
+        socket.create_server((address, 0)).close()
+    except OSError:
+        return None
+    return address
+
+
 @pytest.fixture(scope="module")
-def probe(hostvars, ca_bundle) -> Probe:
-    return Probe(hostvars.get("ansible_host") or hostvars["inventory_hostname"], ca_bundle)
+def probe(request, hostvars, ca_bundle) -> Probe:
+    address = hostvars.get("ansible_host") or hostvars["inventory_hostname"]
+    return Probe(address, ca_bundle, _probe_source(request.module.__name__))
+
+
+@pytest.fixture(scope="module")
+def sites(hostvars) -> list[dict]:
+    """The sites of the TLS edge on this host (nginx_sites, templated)."""
+    return hostvars.get("nginx_sites", [])
