@@ -25,6 +25,7 @@ import os
 import socket
 import ssl
 import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,24 +35,55 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-# Variables the checks read, templated by Ansible itself (one ansible call per host).
-_VAR_PATTERN = "^(nginx|app|umami|postgresql|backup|baseline|lab)_.*|^ansible_host$|^inventory_hostname$"
-_VARS_CACHE: dict[str, dict[str, Any]] = {}
+class HostVars(Mapping[str, Any]):
+    """A host's variables as the playbooks see them: role defaults (every role under
+    roles/), then group_vars and host_vars of the inventory, templated on access by
+    Ansible itself. Only the keys a check reads are templated, so vaulted secrets are
+    decrypted only when a check needs them."""
+
+    def __init__(self, inventory: str, hostname: str) -> None:
+        from ansible.inventory.manager import InventoryManager
+        from ansible.parsing.dataloader import DataLoader
+        from ansible.plugins.loader import init_plugin_loader
+        from ansible.template import Templar
+        from ansible.vars.manager import VariableManager
+
+        init_plugin_loader()
+        loader = DataLoader()
+        inv = InventoryManager(loader=loader, sources=[inventory])
+        manager = VariableManager(loader=loader, inventory=inv)
+        # Role defaults have the lowest precedence: the inventory overrides them.
+        defaults: dict[str, Any] = {}
+        for path in sorted(REPO_ROOT.glob("roles/*/defaults/main.yml")):
+            defaults.update(loader.load_from_file(str(path)) or {})
+        self._vars = {**defaults, **manager.get_vars(host=inv.get_host(hostname))}
+        self._templar = Templar(loader=loader, variables=self._vars)
+        self._cache: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._cache:
+            self._cache[key] = self._templar.template(self._vars[key])
+        return self._cache[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._vars)
+
+    def __len__(self) -> int:
+        return len(self._vars)
+
+
+_VARS_CACHE: dict[str, HostVars] = {}
 
 
 @pytest.fixture(scope="module")
-def hostvars(host) -> dict[str, Any]:
-    """The host's role variables, templated (group_vars and host_vars included, the same
-    values the playbooks use)."""
-    key = host.backend.get_hostname()
+def hostvars(host, request) -> Mapping[str, Any]:
+    """The host's variables, with the precedence and templating the playbooks use."""
+    inventory = request.config.getoption("ansible_inventory")
+    assert inventory, "run with --ansible-inventory=<inventory> (see the Makefile's verify target)"
+    hostname = host.backend.get_hostname()
+    key = f"{inventory}#{hostname}"
     if key not in _VARS_CACHE:
-        expr = (
-            "{{ dict(query('ansible.builtin.varnames', '%s') | zip("
-            "query('ansible.builtin.vars', *query('ansible.builtin.varnames', '%s')))) | to_json }}"
-        ) % (_VAR_PATTERN, _VAR_PATTERN)
-        result = host.ansible("ansible.builtin.debug", f"msg={expr}", check=False)
-        msg = result["msg"]
-        _VARS_CACHE[key] = json.loads(msg) if isinstance(msg, str) else msg
+        _VARS_CACHE[key] = HostVars(inventory, hostname)
     return _VARS_CACHE[key]
 
 

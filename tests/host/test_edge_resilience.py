@@ -1,0 +1,96 @@
+"""A failed step never leaves the host worse than before, and certificates renew.
+
+- Bad input is refused before anything changes (roles/nginx/meta/argument_specs.yml and
+  tasks/preflight.yml).
+- A configuration nginx rejects is rolled back and never reloaded (tasks/config.yml), so
+  the site keeps serving.
+- certbot renews through the packaged timer; a failed renewal keeps the current
+  certificate and fails visibly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _playbook(request, host, *extra: str) -> subprocess.CompletedProcess:
+    inventory = request.config.getoption("ansible_inventory")
+    cmd = ["ansible-playbook", "-i", inventory, "--limit", host.backend.get_hostname(),
+           str(REPO_ROOT / "playbooks" / "edge.yml"), *extra]
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"), "ANSIBLE_FORCE_COLOR": "0"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=REPO_ROOT)
+
+
+def _config_state(host) -> str:
+    return host.check_output("cat /etc/nginx/nginx.conf /etc/nginx/platform/sites/*.conf | sha256sum")
+
+
+@pytest.mark.disruptive
+def test_bad_input_is_refused_before_any_change(request, host):
+    before = _config_state(host)
+    proc = _playbook(request, host, "-e", json.dumps({"nginx_tls_profile": "old"}))
+    assert proc.returncode != 0
+    assert "nginx_tls_profile" in proc.stdout and "must be one of" in proc.stdout, proc.stdout[-2000:]
+    assert _config_state(host) == before
+
+
+@pytest.mark.disruptive
+def test_a_rejected_configuration_is_rolled_back_and_the_site_keeps_serving(request, host, probe, sites):
+    name = sites[0]["server_names"][0]
+    before = _config_state(host)
+    pid = host.check_output("cat /run/nginx.pid")
+    # Passes the argument spec (a string) but nginx -t rejects it.
+    proc = _playbook(request, host, "-e", json.dumps({"nginx_client_max_body_size": "1x"}))
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "rolled back" in proc.stdout, proc.stdout[-3000:]
+    assert _config_state(host) == before, "the files on disk were left changed"
+    assert host.run("nginx -t").rc == 0
+    assert host.check_output("cat /run/nginx.pid") == pid
+    assert probe.request(name, "/.well-known/security.txt").status == 200
+
+
+def test_renewal_timer_is_the_only_scheduler(host):
+    timer = host.service("certbot.timer")
+    assert timer.is_enabled and timer.is_running
+    cron = host.file("/etc/cron.d/certbot")
+    if cron.exists:  # Debian's cron entry stands down when systemd runs the timer
+        assert "/run/systemd/system" in cron.content_string
+
+
+def test_deploy_hook_tests_before_reloading(host):
+    hook = host.file("/etc/letsencrypt/renewal-hooks/deploy/50-platform-nginx-reload")
+    assert hook.mode == 0o755
+    assert "nginx -t" in hook.content_string and "systemctl reload nginx" in hook.content_string
+
+
+def test_renewal_dry_run_succeeds(host, sites, hostvars):
+    # A dry run goes to Let's Encrypt's staging server unless told otherwise: name the
+    # configured ACME server (the lab's Pebble; staging stays the default for production).
+    server = hostvars["nginx_acme_server"]
+    if "api.letsencrypt.org" in server:
+        server = "https://acme-staging-v02.api.letsencrypt.org/directory"
+    for site in sites:
+        out = host.run(f"certbot renew --dry-run --no-random-sleep-on-renew --cert-name {site['name']} --server {server}")
+        assert out.rc == 0, out.stdout + out.stderr
+        assert "succeeded" in out.stdout + out.stderr
+
+
+@pytest.mark.disruptive
+def test_failed_renewal_keeps_the_current_certificate_and_fails_visibly(host, probe, sites):
+    site = sites[0]
+    name = site["server_names"][0]
+    before = probe.request(name, "/.well-known/security.txt").extra["der"]
+    live = host.check_output(f"readlink -f /etc/letsencrypt/live/{site['name']}/cert.pem")
+    # An ACME server that does not answer: the renewal must fail, loudly.
+    out = host.run(f"certbot renew --force-renewal --no-random-sleep-on-renew --cert-name {site['name']} "
+                   "--server https://127.0.0.1:9/dir")
+    assert out.rc != 0
+    assert host.check_output(f"readlink -f /etc/letsencrypt/live/{site['name']}/cert.pem") == live
+    assert probe.request(name, "/.well-known/security.txt").extra["der"] == before
