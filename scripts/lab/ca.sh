@@ -56,21 +56,30 @@ up() {
   ensure_api_cert
   cp "$REPO_ROOT/templates/lab/pebble-config.json" "$ca_dir/pebble-config.json"
   local want have
-  want=$({ lab_hosts; cat "$ca_dir/pebble-config.json"; } | sha256sum | cut -c1-16)
+  # Only Pebble's configuration decides whether the CA must restart (a restart makes a
+  # new root and forgets every ACME account); the names it resolves are synced in place.
+  want=$(sha256sum "$ca_dir/pebble-config.json" | cut -c1-16)
   have=$(podman inspect --format '{{ index .Config.Labels "iac.config" }}' "$LAB_CA_NAME" 2>/dev/null || true)
   if [ "$have" != "$want" ] || [ "$(podman inspect --format '{{.State.Running}}' "$LAB_CA_NAME" 2>/dev/null)" != true ]; then
     podman rm -f "$LAB_CA_NAME" >/dev/null 2>&1 || true
     log "Starting the lab CA (Pebble) as $LAB_CA_NAME at $LAB_CA_IP"
-    local hosts=() ip name rest n
-    while read -r ip name rest; do
-      for n in $name $rest; do hosts+=(--add-host "$n:$ip"); done
-    done < <(lab_hosts)
     podman run -d --name "$LAB_CA_NAME" --hostname "$LAB_CA_NAME" --label "iac.config=$want" \
-      --network "$LAB_NETWORK" --ip "$LAB_CA_IP" "${hosts[@]}" \
+      --network "$LAB_NETWORK" --ip "$LAB_CA_IP" \
       -v "$ca_dir:/etc/pebble:ro" \
       -e PEBBLE_VA_NOSLEEP=1 -e PEBBLE_WFE_NONCEREJECT=0 \
       "$LAB_IMAGE_REPO:ca" pebble -config /etc/pebble/pebble-config.json >/dev/null
+    # A new Pebble knows none of the ACME accounts and certificates of the old one: make
+    # running lab hosts start over, so their next converge gets a fresh account and
+    # certificates (Let's Encrypt never forgets like this; only the lab needs it).
+    local h
+    for h in $(podman ps --filter label=iac.lab-host --format '{{.Names}}'); do
+      log "Lab CA restarted: clearing ACME state on $h (the next converge re-issues)"
+      podman exec "$h" rm -rf /etc/letsencrypt/accounts /etc/letsencrypt/live /etc/letsencrypt/archive /etc/letsencrypt/renewal || true
+    done
   fi
+  # Pebble validates HTTP-01 challenges against the addresses lab/hosts gives the names.
+  { printf '127.0.0.1 localhost\n'; lab_hosts | awk '{ print }'; } \
+    | podman exec -i "$LAB_CA_NAME" sh -c 'cat > /etc/hosts.new && cat /etc/hosts.new > /etc/hosts && rm /etc/hosts.new'
   local i
   for i in $(seq 1 50); do
     if curl -fsS --cacert "$ca_dir/acme-api-ca.pem" --resolve "acme.lab.test:15000:$LAB_CA_IP" \

@@ -55,7 +55,7 @@ up() {
     cache=${XDG_CACHE_HOME:-$HOME/.cache}/iac-platform/apt/$image
     mkdir -p "$cache/partial"
     log "Starting lab host $name ($image) at $ip"
-    podman run -d --name "$name" --hostname "$name" \
+    podman run -d --name "$name" --hostname "$name" --label iac.lab-host=1 \
       --network "$LAB_NETWORK" --ip "$ip" --add-host "acme.lab.test:$LAB_CA_IP" \
       --systemd=always --cap-add NET_ADMIN,NET_RAW \
       -v "$ssh_key.pub:/root/.ssh/authorized_keys:ro" \

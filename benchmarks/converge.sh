@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# benchmarks/converge.sh [IMAGE]: wall time of a fresh converge of playbooks/site.yml on a
+# new lab host (bench-web, from localhost/iac-lab:IMAGE, default debian13) and of the
+# idempotent rerun, with the tasks counted. A measurement, not a test: it prints figures.
+set -euo pipefail
+# shellcheck source=scripts/lab/lib.sh
+source "$(dirname "$0")/../scripts/lab/lib.sh"
+cd "$REPO_ROOT"
+image=${1:-debian13}
+name=bench-web
+ip=$(lab_host_ip "$name")
+inv=$(mktemp -d /tmp/iac-bench.XXXXXX)
+trap 'scripts/lab/host.sh down "$name"; rm -rf "$inv"' EXIT
+
+scripts/lab/host.sh down "$name"
+scripts/lab/host.sh up "$name" "$image" >/dev/null
+ln -s "$REPO_ROOT/inventory/lab/group_vars" "$inv/group_vars"
+cat >"$inv/hosts.yml" <<YAML
+all:
+  children:
+    platform:
+      hosts:
+        $name: {ansible_host: $ip, lab_domain: bench.lab.test}
+YAML
+
+run() {
+  scripts/converge.sh -i "$inv" playbooks/site.yml >"$inv/$1.log" 2>&1 || { tail -n 30 "$inv/$1.log"; exit 1; }
+  tail -n 1 "$inv/$1.log"
+}
+fresh=$(run fresh)
+rerun=$(run rerun)
+field() { sed -n "s/.*$2=\([0-9.]*\).*/\1/p" <<<"$1"; }
+printf '\nconverge of playbooks/site.yml on a new %s host (%s cores, %s)\n' "$image" "$(nproc)" "$(date -u +%F)"
+printf '%-16s %10s %8s %8s\n' run seconds tasks changed
+printf '%-16s %10s %8s %8s\n' fresh "$(field "$fresh" seconds)" "$(field "$fresh" tasks)" "$(field "$fresh" changed)"
+printf '%-16s %10s %8s %8s\n' "idempotent rerun" "$(field "$rerun" seconds)" "$(field "$rerun" tasks)" "$(field "$rerun" changed)"
