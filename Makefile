@@ -46,7 +46,7 @@ verify: ## Run the host checks (tests/) against INVENTORY
 	  --ssh-identity-file=$(ANSIBLE_PRIVATE_KEY_FILE) tests/host
 
 .PHONY: demo
-demo: bootstrap lab-up ## The main job: lab up, converge, verify, summary
+demo: bootstrap umami-bundle lab-up ## The main job: lab up, converge, verify, summary
 	@scripts/demo.sh
 
 .PHONY: lab-down
@@ -64,8 +64,12 @@ lint: bootstrap ## yamllint (strict), ansible-lint (production profile), ruff, s
 unit: bootstrap ## Unit tests (no lab needed)
 	pytest -p no:cacheprovider -q tests/unit
 
+.PHONY: umami-bundle
+umami-bundle: bootstrap ## Build (or reuse) the Umami bundle from npm (scripts/umami)
+	@scripts/umami/build-bundle.sh >/dev/null
+
 .PHONY: molecule
-molecule: bootstrap ## Every molecule scenario, one after another
+molecule: bootstrap umami-bundle ## Every molecule scenario, one after another
 	scripts/lab/ca.sh up
 	molecule test --all
 

@@ -16,6 +16,12 @@ APT_PACKAGES=(
 
 [ "$(id -u)" -eq 0 ] || die "run as root: the lab uses rootful podman and installs Debian packages"
 
+# Node.js and npm build the Umami bundle on the controller (scripts/umami/build-bundle.sh);
+# lab hosts never run npm. A machine that already has a node >= 18.18 keeps it.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  APT_PACKAGES+=(nodejs npm)
+fi
+
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
