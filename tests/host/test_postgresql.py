@@ -1,0 +1,138 @@
+"""PostgreSQL (roles/postgresql): loopback only, scram-sha-256 for every login, one
+database and one role per consumer, nothing else let in.
+
+Privileged reads (psql as the postgres superuser, ss) run as root: directly in the lab,
+through sudo where the inventory connects as an unprivileged user.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+
+import pytest
+
+FORBIDDEN_METHODS = {"trust", "md5", "password", "ident"}
+
+
+def _root(host, command: str):
+    if host.user().name == "root":
+        return host.run(command)
+    with host.sudo():
+        return host.run(command)
+
+
+def psql(host, sql: str, database: str = "postgres") -> list[list[str]]:
+    """Rows of a query run as the postgres superuser (peer over the Unix socket)."""
+    psql_cmd = f"psql -X -A -t -F '|' -v ON_ERROR_STOP=1 -d {shlex.quote(database)} -c {shlex.quote(sql)}"
+    result = _root(host, f"runuser -u postgres -- {psql_cmd}")
+    assert result.rc == 0, result.stderr
+    return [line.split("|") for line in result.stdout.splitlines() if line]
+
+
+@pytest.fixture(scope="module")
+def pg(hostvars) -> dict[str, Any]:
+    return {
+        "port": int(hostvars.get("postgresql_port", 5432)),
+        "private_address": hostvars.get("postgresql_private_address", ""),
+        "client_networks": hostvars.get("postgresql_client_networks", []),
+        "databases": [db["name"] for db in hostvars.get("postgresql_databases", [])],
+    }
+
+
+def test_server_is_running(host):
+    version = psql(host, "SHOW server_version_num")[0][0]
+    major = int(version) // 10000
+    assert major >= 15
+    cluster = host.service(f"postgresql@{major}-main")
+    assert cluster.is_running
+    assert host.service("postgresql").is_enabled
+
+
+def test_listens_on_loopback_only(host, pg):
+    allowed = {"127.0.0.1"} | ({pg["private_address"]} if pg["private_address"] else set())
+    listeners = [
+        line.split()[3].rsplit(":", 1)[0].strip("[]")
+        for line in _root(host, "ss -ltnH").stdout.splitlines()
+        if line.split()[3].rsplit(":", 1)[1] == str(pg["port"])
+    ]
+    assert listeners, f"nothing listens on port {pg['port']}"
+    assert set(listeners) <= allowed, f"PostgreSQL listens on {listeners}, allowed: {sorted(allowed)}"
+
+
+def test_pg_hba_has_no_weak_methods(host, pg):
+    """The rules the server reads (pg_hba_file_rules): scram-sha-256, or peer for postgres."""
+    rules = psql(
+        host,
+        "SELECT line_number, type, array_to_string(database, ','), array_to_string(user_name, ','),"
+        " coalesce(address, ''), coalesce(auth_method, ''), coalesce(error, '') FROM pg_hba_file_rules",
+    )
+    assert rules, "pg_hba.conf has no rules"
+    for line, kind, databases, users, address, method, error in rules:
+        where = f"pg_hba.conf line {line}"
+        assert not error, f"{where}: {error}"
+        assert method not in FORBIDDEN_METHODS, f"{where}: {method}"
+        if method == "peer":
+            assert (kind, users) == ("local", "postgres"), f"{where}: peer for {users} over {kind}"
+            continue
+        assert method == "scram-sha-256", f"{where}: {method}"
+        # Each consumer reaches its own database only, never "all".
+        assert databases == users and databases in pg["databases"], f"{where}: {users} -> {databases}"
+        if kind == "host":
+            assert address == "127.0.0.1", f"{where}: plain TCP from {address}"
+        elif kind == "hostssl":
+            assert pg["private_address"], f"{where}: remote rule without a private address"
+
+
+def test_rules_on_disk_are_loaded(host):
+    """No rendered file waits for a reload: the server loaded its files after they changed."""
+    loaded = float(psql(host, "SELECT extract(epoch FROM pg_conf_load_time())")[0][0])
+    hba_file = psql(host, "SHOW hba_file")[0][0]
+    assert host.file(hba_file).mtime.timestamp() <= loaded
+    assert psql(host, "SELECT count(*) FROM pg_settings WHERE pending_restart")[0][0] == "0"
+
+
+def test_passwords_are_scram_verifiers(host):
+    assert psql(host, "SHOW password_encryption")[0][0] == "scram-sha-256"
+    weak = psql(
+        host,
+        "SELECT rolname FROM pg_authid WHERE rolpassword IS NOT NULL AND rolpassword NOT LIKE 'SCRAM-SHA-256$%'",
+    )
+    assert not weak, f"roles with non-SCRAM passwords: {weak}"
+    assert psql(host, "SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'postgres'")[0][0] == "t"
+
+
+def test_one_database_per_consumer(host, pg):
+    assert pg["databases"], "postgresql_databases is empty"
+    for name in pg["databases"]:
+        assert re.fullmatch(r"[a-z_][a-z0-9_]*", name), f"unexpected database name {name!r}"
+        rows = psql(
+            host,
+            "SELECT pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), r.rolsuper, r.rolcreaterole,"  # noqa: S608 (name checked)
+            " r.rolcreatedb, r.rolcanlogin, d.datacl IS NOT NULL,"
+            " (SELECT count(*) FROM aclexplode(d.datacl) a WHERE a.grantee = 0 AND a.privilege_type = 'CONNECT')"
+            f" FROM pg_database d JOIN pg_roles r ON r.rolname = '{name}' WHERE d.datname = '{name}'",
+        )
+        assert rows, f"database or role {name} missing"
+        owner, encoding, superuser, createrole, createdb, login, has_acl, public_connect = rows[0]
+        assert owner == name
+        assert encoding == "UTF8"
+        assert (superuser, createrole, createdb, login) == ("f", "f", "f", "t")
+        assert has_acl == "t" and public_connect == "0", f"PUBLIC may connect to {name}"
+
+
+def test_logins_without_the_password_are_refused(host, pg):
+    for name in pg["databases"]:
+        wrong = host.run(
+            f"PGPASSWORD=not-the-password PGCONNECT_TIMEOUT=5 psql -X -w -h 127.0.0.1 -p {pg['port']}"
+            f" -U {name} -d {name} -c 'SELECT 1'"
+        )
+        assert wrong.rc != 0
+        assert "password authentication failed" in wrong.stderr
+    # The superuser has no network rule at all.
+    superuser = host.run(
+        f"PGCONNECT_TIMEOUT=5 psql -X -w -h 127.0.0.1 -p {pg['port']} -U postgres -d postgres -c 'SELECT 1'"
+    )
+    assert superuser.rc != 0
+    assert "no pg_hba.conf entry" in superuser.stderr
