@@ -8,6 +8,9 @@ roles/nginx/templates/headers.conf.j2 (`add_header ... always`, included in ever
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 from edge import burst
 
@@ -75,11 +78,24 @@ def _upstream_units(host, upstream: str) -> list[str]:
             units.extend(fields[1:])
     port = address.rsplit(":", 1)[-1]
     if not units and port.isdigit():
-        out = host.run(f"ss -ltnpH 'sport = :{port}'").stdout
-        for pid in {p.split("=")[1] for p in out.replace(",", " ").split() if p.startswith("pid=")}:
-            cgroup = host.check_output(f"cat /proc/{pid}/cgroup")
-            units.extend(part for part in cgroup.split("/") if part.endswith(".service"))
+        # The listening socket's owner (sandboxed services hide their file descriptors even
+        # from root, so ss cannot name the process): the running service of that user.
+        owner = re.search(r"uid:(\d+)", host.run(f"ss -ltneH 'sport = :{port}'").stdout)
+        if owner:
+            user = host.check_output(f"getent passwd {owner.group(1)} | cut -d: -f1")
+            listing = host.check_output(
+                "for u in $(systemctl list-units --type=service --state=running --no-legend --plain"
+                " | awk '{print $1}'); do echo \"$u $(systemctl show -p User --value $u)\"; done"
+            )
+            units.extend(u for u, _, who in (line.partition(" ") for line in listing.splitlines()) if who == user)
     return sorted(set(units))
+
+
+def _wait_until_served(probe, name: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while probe.request(name, "/").status in (502, 503, 504):
+        assert time.monotonic() < deadline, f"{name}: the upstream did not come back"
+        time.sleep(1)
 
 
 @pytest.mark.disruptive
@@ -95,6 +111,7 @@ def test_headers_on_bad_gateway(probe, host, sites, hostvars):
         finally:
             if units:
                 host.run(f"systemctl start {' '.join(units)}")
+                _wait_until_served(probe, name)
         assert resp.status == 502, f"{name}: {resp.status} (upstream units stopped: {units})"
         assert b"temporarily unavailable" in resp.body
         assert_headers(resp.headers, expected_headers(hostvars, site), f"{name} 502")
