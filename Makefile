@@ -33,8 +33,9 @@ images: bootstrap ## Build (or reuse) the lab images
 	@for i in debian13 debian12 ca; do scripts/lab/build-image.sh $$i; done
 
 .PHONY: lab-up
-lab-up: bootstrap ## Start the CA and lab-web (ports 127.0.0.1:8080->80, :8443->443)
+lab-up: bootstrap ## Start the CA, lab-web (ports 127.0.0.1:8080->80, :8443->443) and lab-backup
 	@scripts/lab/host.sh up $(LAB_HOST) $(LAB_IMAGE) -- -p 127.0.0.1:8080:80 -p 127.0.0.1:8443:443
+	@scripts/lab/host.sh up lab-backup $(LAB_IMAGE)
 
 .PHONY: converge
 converge: ## Converge playbooks/site.yml on INVENTORY (default: the lab)
@@ -51,7 +52,11 @@ demo: bootstrap umami-bundle lab-up ## The main job: lab up, converge, verify, s
 
 .PHONY: lab-down
 lab-down: ## Remove the lab (hosts and CA)
-	@scripts/lab/host.sh down $(LAB_HOST); scripts/lab/ca.sh down; echo "lab removed"
+	@scripts/lab/host.sh down $(LAB_HOST); scripts/lab/host.sh down lab-backup; scripts/lab/ca.sh down; echo "lab removed"
+
+.PHONY: restore-drill
+restore-drill: ## Restore the latest lab snapshot into scratch space and prove it (checksums, row counts)
+	@INVENTORY=$(INVENTORY) scripts/restore-drill.sh
 
 .PHONY: lint
 lint: bootstrap ## yamllint (strict), ansible-lint (production profile), ruff, shellcheck-lite
