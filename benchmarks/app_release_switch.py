@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Requests to /healthz during two release switches of roles/app; prints failures and times.
+
+    benchmarks/app_release_switch.py -i /tmp/dev-1 --host dev-1 [--via auto|nginx|loopback]
+
+1. Copies ./app to a temporary directory with a new version (1.0.0+bench<epoch>, also in
+   __version__, so that /healthz tells the releases apart).
+2. Starts the load: sequential GETs of /healthz, each on a new connection, from
+   `--clients` threads. With --via nginx (the default when https://www.<lab_domain>/healthz
+   answers) they run on the controller, through the TLS edge, paced under its rate limit
+   (1 client, one request every 2.1 s; a 429 is counted apart, as the edge's policy). With
+   --via loopback (or without nginx) 4 unpaced clients run on the host against
+   127.0.0.1:<port>, over SSH: the dense measurement of the socket hand-over.
+3. Runs `ansible-playbook playbooks/app.yml --tags app_release` with the bench copy (switch
+   1), then with the repository's app (switch 2, back to the release that served before).
+4. Prints the requests, the failures (target 0), the slowest answer, and for each switch
+   the gap between the last answer from the old version and the first from the new one.
+
+A measurement, not a test (CONTRIBUTING.md): it changes the host's serving release twice
+and leaves it on the original one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The load generator: runs as is on the controller (nginx) or on the host (loopback).
+LOADER = r'''
+import http.client, json, os, socket, ssl, sys, threading, time
+mode, address, name, port, cafile, stop_file, clients, interval = sys.argv[1:9]
+port, clients, interval = int(port), int(clients), float(interval)
+results, lock = [], threading.Lock()
+def one():
+    t0 = time.time()
+    try:
+        if mode == "nginx":
+            ctx = ssl.create_default_context(cafile=cafile or None)
+            raw = socket.create_connection((address, port), timeout=10)
+            sock = ctx.wrap_socket(raw, server_hostname=name)
+            conn = http.client.HTTPConnection(name, port, timeout=10)
+            conn.sock = sock
+        else:
+            conn = http.client.HTTPConnection(address, port, timeout=10)
+        conn.request("GET", "/healthz", headers={"Host": name, "Connection": "close"})
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+        version = json.loads(body).get("version") if resp.status == 200 else None
+        return (t0, time.time(), resp.status, version, "")
+    except Exception as exc:
+        return (t0, time.time(), 0, None, type(exc).__name__ + ": " + str(exc)[:80])
+def worker():
+    while not os.path.exists(stop_file):
+        r = one()
+        with lock:
+            results.append(r)
+        time.sleep(interval)
+threads = [threading.Thread(target=worker) for _ in range(clients)]
+for t in threads: t.start()
+for t in threads: t.join()
+json.dump(results, sys.stdout)
+'''
+
+
+def inventory_vars(inventory: str, host: str) -> dict:
+    out = subprocess.run(
+        [str(REPO / ".venv/bin/ansible-inventory"), "-i", inventory, "--host", host],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def ssh_base(address: str, key: str) -> list[str]:
+    return ["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"root@{address}"]
+
+
+def nginx_answers(address: str, name: str, cafile: str | None) -> bool:
+    import http.client
+    import socket
+    try:
+        ctx = ssl.create_default_context(cafile=cafile) if cafile else ssl.create_default_context()
+        sock = ctx.wrap_socket(socket.create_connection((address, 443), timeout=3), server_hostname=name)
+        conn = http.client.HTTPConnection(name, 443, timeout=3)
+        conn.sock = sock
+        conn.request("GET", "/healthz", headers={"Host": name})
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+
+
+def bench_copy(tmp: Path, version: str) -> Path:
+    app = tmp / "app"
+    shutil.copytree(REPO / "app", app, ignore=shutil.ignore_patterns("tests", "__pycache__"))
+    pyproject = app / "pyproject.toml"
+    pyproject.write_text(re.sub(r'(?m)^version = ".*"', f'version = "{version}"', pyproject.read_text()))
+    init = app / "platform_app" / "__init__.py"
+    init.write_text(re.sub(r'__version__ = ".*"', f'__version__ = "{version}"', init.read_text()))
+    return app
+
+
+def playbook(inventory: str, host: str, source: Path, key: str) -> float:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+           "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_PRIVATE_KEY_FILE": key}
+    started = time.monotonic()
+    run = subprocess.run(
+        [str(REPO / ".venv/bin/ansible-playbook"), "-i", inventory, str(REPO / "playbooks/app.yml"),
+         "--limit", host, "--tags", "app_release", "-e", f"app_source={source}"],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    if run.returncode != 0:
+        sys.exit(f"ansible-playbook failed:\n{run.stdout[-3000:]}")
+    return time.monotonic() - started
+
+
+def switch_gaps(results: list) -> list[tuple[str, str, float]]:
+    """For each change of version among the answers: the time without an answer."""
+    ok = sorted((r for r in results if r[2] == 200), key=lambda r: r[1])
+    gaps = []
+    for before, after in zip(ok, ok[1:], strict=False):
+        if before[3] != after[3]:
+            gaps.append((before[3], after[3], after[1] - before[1]))
+    return gaps
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-i", "--inventory", required=True)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--via", choices=["auto", "nginx", "loopback"], default="auto")
+    parser.add_argument("--clients", type=int, help="load threads (default: 4 on loopback, 1 via nginx)")
+    parser.add_argument(
+        "--interval", type=float,
+        help="pause between two requests of a client (default: 0 on loopback; 2.1 s via nginx, "
+        "under the edge's general rate limit of 30 requests per minute per client IP)",
+    )
+    args = parser.parse_args()
+
+    key = os.environ.get("ANSIBLE_PRIVATE_KEY_FILE", str(REPO / ".lab/ssh/id_ed25519"))
+    hv = inventory_vars(args.inventory, args.host)
+    address = hv.get("ansible_host", args.host)
+    name = f"www.{hv['lab_domain']}"
+    port = int(hv.get("app_listen_port", 8000))
+    cafile = os.environ.get("IAC_CA_BUNDLE", str(REPO / ".lab/ca-root.pem"))
+    cafile = cafile if cafile and Path(cafile).exists() else ""
+    via = args.via
+    if via == "auto":
+        via = "nginx" if nginx_answers(address, name, cafile or None) else "loopback"
+    # A flag file (on the controller or the host) that tells the load threads to stop.
+    clients = args.clients or (1 if via == "nginx" else 4)
+    interval = args.interval if args.interval is not None else (2.1 if via == "nginx" else 0.0)
+    stop_file = f"/tmp/app-bench-stop-{os.getpid()}"  # noqa: S108 - a flag, no data in it
+    if via == "nginx":
+        loader = [sys.executable, "-c", LOADER, "nginx", address, name, "443", cafile, stop_file,
+                  str(clients), str(interval)]
+        stop = ["touch", stop_file]
+    else:
+        cmd = f"python3 -c {shlex_quote(LOADER)} loopback 127.0.0.1 {name} {port} '' {stop_file} {clients} {interval}"
+        loader = [*ssh_base(address, key), f"rm -f {stop_file}; {cmd}"]
+        stop = [*ssh_base(address, key), f"touch {stop_file}"]
+    target = name if via == "nginx" else f"127.0.0.1:{port} on {args.host}"
+    print(f"load: {clients} clients, {interval} s apart, GET /healthz via {via} ({target})")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        version = f"1.0.0+bench{int(time.time())}"
+        source = bench_copy(Path(tmp), version)
+        proc = subprocess.Popen(loader, stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(3)
+            t1 = playbook(args.inventory, args.host, source, key)
+            time.sleep(2)
+            t2 = playbook(args.inventory, args.host, REPO / "app", key)
+            time.sleep(2)
+        finally:
+            subprocess.run(stop, check=False)
+            out, _ = proc.communicate(timeout=120)
+    results = json.loads(out)
+    # 429: the edge's rate limit (a policy answer, not a failure of the switch).
+    limited = [r for r in results if r[2] == 429]
+    failed = [r for r in results if r[2] not in (200, 429)]
+    latencies = sorted(r[1] - r[0] for r in results)
+    print(f"plays: switch to {version} {t1:.1f} s, switch back {t2:.1f} s (whole ansible-playbook runs)")
+    print(f"requests: {len(results)}, failed: {len(failed)}, rate-limited by the edge (429): {len(limited)}")
+    if latencies:
+        p50 = latencies[len(latencies) // 2]
+        print(f"latency: median {p50 * 1000:.1f} ms, max {latencies[-1] * 1000:.0f} ms")
+    for old, new, gap in switch_gaps(results):
+        print(f"switch {old} -> {new}: {gap:.2f} s between the last old and the first new answer")
+    for r in failed[:10]:
+        print(f"  failed at {time.strftime('%H:%M:%S', time.localtime(r[0]))}: status {r[2]} {r[4]}")
+    return 1 if failed else 0
+
+
+def shlex_quote(text: str) -> str:
+    import shlex
+    return shlex.quote(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
