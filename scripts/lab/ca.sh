@@ -58,7 +58,9 @@ up() {
   local want have
   # Only Pebble's configuration decides whether the CA must restart (a restart makes a
   # new root and forgets every ACME account); the names it resolves are synced in place.
-  want=$(sha256sum "$ca_dir/pebble-config.json" | cut -c1-16)
+  # (the API certificate and the directory it is mounted from count too: another checkout
+  # of the repository has its own .lab/ and must not talk to a CA serving someone else's.)
+  want=$({ cat "$ca_dir/pebble-config.json" "$ca_dir/acme-api.pem"; echo "$ca_dir"; } | sha256sum | cut -c1-16)
   have=$(podman inspect --format '{{ index .Config.Labels "iac.config" }}' "$LAB_CA_NAME" 2>/dev/null || true)
   if [ "$have" != "$want" ] || [ "$(podman inspect --format '{{.State.Running}}' "$LAB_CA_NAME" 2>/dev/null)" != true ]; then
     podman rm -f "$LAB_CA_NAME" >/dev/null 2>&1 || true

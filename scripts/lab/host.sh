@@ -55,9 +55,12 @@ up() {
     cache=${XDG_CACHE_HOME:-$HOME/.cache}/iac-platform/apt/$image
     mkdir -p "$cache/partial"
     log "Starting lab host $name ($image) at $ip"
+    # NET_ADMIN/NET_RAW: nftables in the container's own network namespace (roles/baseline).
+    # SYS_ADMIN: systemd sets up the mount namespaces of sandboxed units (ProtectSystem,
+    # PrivateTmp...); without it those units fail with 226/NAMESPACE. A VM needs none of this.
     podman run -d --name "$name" --hostname "$name" --label iac.lab-host=1 \
       --network "$LAB_NETWORK" --ip "$ip" --add-host "acme.lab.test:$LAB_CA_IP" \
-      --systemd=always --cap-add NET_ADMIN,NET_RAW \
+      --systemd=always --cap-add NET_ADMIN,NET_RAW,SYS_ADMIN \
       -v "$ssh_key.pub:/root/.ssh/authorized_keys:ro" \
       -v "$cache:/var/cache/apt/archives" \
       "$@" "$LAB_IMAGE_REPO:$image" >/dev/null
