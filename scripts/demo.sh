@@ -27,9 +27,11 @@ verify   : $verify_line
 logs     : ${IAC_LAB_DIR#"$REPO_ROOT"/}/logs/
 lab CA   : ${IAC_LAB_DIR#"$REPO_ROOT"/}/ca-root.pem (issuing root of the lab's Pebble)
 URLs     : http://127.0.0.1:8080/   (-> HTTPS)
-           https://www.lab.test:8443/        curl --cacert .lab/ca-root.pem --resolve www.lab.test:8443:127.0.0.1 https://www.lab.test:8443/
-           https://analytics.lab.test:8443/  (same --resolve trick)
-ssh      : ssh -i .lab/ssh/id_ed25519 root@10.89.77.10
+           https://www.lab.test:8443/healthz        the app
+           https://analytics.lab.test:8443/         Umami (login admin, password in inventory/lab/group_vars/all/secrets-lab-analytics.yml)
+           e.g. curl --cacert .lab/ca-root.pem --resolve www.lab.test:8443:127.0.0.1 https://www.lab.test:8443/healthz
+ssh      : ssh -i .lab/ssh/id_ed25519 root@10.89.77.10      (lab-backup, the off-site backup server: 10.89.77.30)
+more     : make restore-drill, make benchmark, make lab-down
 =============================================
 TXT
 if [ "$verify_rc" -ne 0 ]; then
