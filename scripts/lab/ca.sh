@@ -54,6 +54,7 @@ up() {
   "$REPO_ROOT/scripts/lab/build-image.sh" ca
   ensure_network
   ensure_api_cert
+  ensure_ssh_key  # molecule's hosts authorize it too
   cp "$REPO_ROOT/templates/lab/pebble-config.json" "$ca_dir/pebble-config.json"
   local want have
   # Only Pebble's configuration decides whether the CA must restart (a restart makes a

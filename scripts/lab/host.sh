@@ -10,12 +10,6 @@ source "$(dirname "$0")/lib.sh"
 
 ssh_key=$IAC_LAB_DIR/ssh/id_ed25519
 
-ensure_key() {
-  [ -s "$ssh_key" ] && return 0
-  mkdir -p "$(dirname "$ssh_key")"
-  ssh-keygen -q -t ed25519 -N '' -C "iac-lab (lab only)" -f "$ssh_key"
-}
-
 wait_ready() {
   local name=$1 ip=$2 i state=''
   for i in $(seq 1 120); do
@@ -48,7 +42,7 @@ up() {
   ip=$(lab_host_ip "$name")
   "$REPO_ROOT/scripts/lab/build-image.sh" "$image"
   "$REPO_ROOT/scripts/lab/ca.sh" up
-  ensure_key
+  ensure_ssh_key
   if [ "$(podman inspect --format '{{.State.Running}}' "$name" 2>/dev/null)" != true ]; then
     podman rm -f "$name" >/dev/null 2>&1 || true
     local cache

@@ -40,3 +40,12 @@ require_podman() {
   command -v podman >/dev/null 2>&1 || die "podman is not installed: run 'make bootstrap' (scripts/bootstrap.sh) first"
   podman info >/dev/null 2>&1 || die "podman is installed but cannot run containers here: $(podman info 2>&1 | tail -n 1). Run 'make bootstrap' to apply the host fixes (cgroup, ulimits) or check 'podman info'."
 }
+
+# ensure_ssh_key: the lab's SSH key pair (.lab/ssh/id_ed25519), made once per checkout.
+# Lab hosts authorize its public half (scripts/lab/host.sh, molecule.yml).
+ensure_ssh_key() {
+  local key=$IAC_LAB_DIR/ssh/id_ed25519
+  [ -s "$key" ] && return 0
+  mkdir -p "$(dirname "$key")"
+  ssh-keygen -q -t ed25519 -N '' -C "iac-lab (lab only)" -f "$key"
+}
