@@ -36,7 +36,7 @@ def _config_state(host) -> str:
 def test_bad_input_is_refused_before_any_change(request, host):
     before = _config_state(host)
     proc = _playbook(request, host, "-e", json.dumps({"nginx_tls_profile": "old"}))
-    out = " ".join(proc.stdout.split())  # callbacks may wrap long lines
+    out = " ".join((proc.stdout + proc.stderr).split())  # errors go to stderr; callbacks may wrap lines
     assert proc.returncode != 0
     assert "nginx_tls_profile" in out and "must be one of" in out, out[-2000:]
     assert _config_state(host) == before
@@ -49,7 +49,7 @@ def test_a_rejected_configuration_is_rolled_back_and_the_site_keeps_serving(requ
     pid = host.check_output("cat /run/nginx.pid")
     # Passes the argument spec (a string) but nginx -t rejects it.
     proc = _playbook(request, host, "-e", json.dumps({"nginx_client_max_body_size": "1x"}))
-    out = " ".join(proc.stdout.split())  # callbacks may wrap long lines
+    out = " ".join((proc.stdout + proc.stderr).split())  # errors go to stderr; callbacks may wrap lines
     assert proc.returncode != 0, out[-2000:]
     assert "rolled back" in out, out[-3000:]
     assert _config_state(host) == before, "the files on disk were left changed"
