@@ -6,6 +6,7 @@ set -euo pipefail
 # shellcheck source=scripts/lab/lib.sh
 source "$(dirname "$0")/lab/lib.sh"
 cd "$REPO_ROOT"
+mkdir -p "$IAC_LAB_DIR/logs"
 
 log "Converging playbooks/site.yml on the lab (inventory/lab)"
 scripts/converge.sh -i inventory/lab playbooks/site.yml >"$IAC_LAB_DIR/logs/demo-converge.out" 2>&1 || {
