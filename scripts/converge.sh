@@ -17,6 +17,7 @@ set -e
 end=$(date +%s.%N)
 # Sum the recap over hosts; count the tasks that ran (profile_tasks lines).
 awk -v start="$start" -v end="$end" '
+  { gsub(/\033\[[0-9;]*m/, "") }  # colours (ANSIBLE_FORCE_COLOR) off
   /^PLAY RECAP/ { recap = 1; next }
   recap && /ok=/ { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] in t || kv[2] ~ /^[0-9]+$/) t[kv[1]] += kv[2] } }
   /^TASK \[/ { tasks++ }
