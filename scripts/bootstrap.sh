@@ -10,6 +10,7 @@ source "$(dirname "$0")/lab/lib.sh"
 
 APT_PACKAGES=(
   podman netavark aardvark-dns uidmap fuse-overlayfs slirp4netns crun  # the lab's hosts
+  iptables                      # netavark 1.4 programs bridge NAT with it (podman only suggests it)
   mmdebstrap debian-archive-keyring                                    # building their images
   make openssh-client curl jq openssl nmap                             # driving and probing them
 )
