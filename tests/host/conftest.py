@@ -194,3 +194,24 @@ def probe(request, hostvars, ca_bundle) -> Probe:
 def sites(hostvars) -> list[dict]:
     """The sites of the TLS edge on this host (nginx_sites, templated)."""
     return hostvars.get("nginx_sites", [])
+
+
+@pytest.fixture
+def evidence(request):
+    """Record what a check measured, for the audit report (reports/<run>/evidence.json):
+
+        def test_hsts(probe, evidence):
+            ...
+            evidence("tls.hsts", max_age=age, statuses_seen=[200, 404])
+
+    Values must be JSON-serialisable. Record before asserting, so a failing check still
+    shows what it saw. Each call is kept on the test item (user_properties), which the audit
+    collects per host and claim."""
+
+    def record(claim_id: str, **measured: Any) -> None:
+        from policy import claims
+
+        assert claim_id in claims(), f"unknown claim id {claim_id!r} (policy/claims.yml)"
+        request.node.user_properties.append(("evidence", {"claim": claim_id, **measured}))
+
+    return record
