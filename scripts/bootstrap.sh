@@ -13,6 +13,7 @@ APT_PACKAGES=(
   iptables                      # netavark 1.4 programs bridge NAT with it (podman only suggests it)
   mmdebstrap debian-archive-keyring                                    # building their images
   make openssh-client curl jq openssl nmap                             # driving and probing them
+  chromium fonts-dejavu-core    # a real browser for the analytics and report checks (Playwright drives it)
 )
 
 [ "$(id -u)" -eq 0 ] || die "run as root: the lab uses rootful podman and installs Debian packages"
