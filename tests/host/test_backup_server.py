@@ -134,14 +134,14 @@ def test_server_retention_is_the_policy_by_arrival_on_its_own_timer(host, cfg, e
     timer = host.service("backup-server-maintenance.timer")
     with host.sudo():
         calendar = host.check_output("TZ=UTC systemctl show backup-server-maintenance.timer -p TimersCalendar --value")
-        user = host.check_output(f"systemctl show {MAINT_UNIT} -p User --value")
-        creds = host.check_output(f"systemctl show {MAINT_UNIT} -p LoadCredential --value")
+        caps = host.check_output(f"systemctl show {MAINT_UNIT} -p CapabilityBoundingSet --value")
+        network = host.check_output(f"systemctl show {MAINT_UNIT} -p PrivateNetwork --value")
         on_failure = host.check_output(f"systemctl show {MAINT_UNIT} -p OnFailure --value")
-    evidence("backup.retention", server=r, calendar=calendar, user=user, on_failure=on_failure)
+    evidence("backup.retention", server=r, calendar=calendar, capabilities=caps, on_failure=on_failure)
     assert (r["daily"], r["weekly"], r["monthly"]) == (want["keep_daily"], want["keep_weekly"], want["keep_monthly"])
     assert r["by"] == "arrival" and r["group_by"] == "host,tags"
     assert timer.is_enabled and timer.is_running and "OnCalendar=" in calendar
-    assert user and user != "root" and "repository-password" in creds
+    assert set(caps.split()) <= {"cap_dac_override", "cap_chown", "cap_fowner"} and network == "yes"
     assert on_failure == f"backup-server-notify@{MAINT_UNIT}.service"
 
 

@@ -1,10 +1,11 @@
 """Retention, pruning and integrity checks of the clients' repositories, on the backup server.
 
 Shipped by roles/backup_server to /usr/local/lib/backup-server/ and run by
-backup-server-maintenance.service (its own timer) as the account that owns the repositories,
-with the server's own restic key (the role's backup_server_repository_password, delivered by
-systemd LoadCredential=): the clients can only add to their repositories (rclone serve restic
---append-only), so forgetting and pruning happen here, never on a client.
+backup-server-maintenance.service (its own timer) with the server's own restic key (the role's
+backup_server_repository_password, a root-only file the REST server's account cannot read):
+the clients can only add to their repositories (rclone serve restic --append-only), so
+forgetting and pruning happen here, never on a client. Files it writes into a repository are
+handed back to the repository's owner (the REST server's account) afterwards.
 
 Retention by ARRIVAL time. A client decides the time written into its snapshots
 (`restic backup --time`): with plain `restic forget --keep-*`, a burglar on a client could add
@@ -139,6 +140,20 @@ class Server:
             raise MaintenanceError(f"restic {args[0]} failed (exit {proc.returncode}): {' / '.join(err)}")
         return proc.stdout
 
+    def hand_back(self, client: str) -> int:
+        """Give every file of the repository to the repository directory's owner (the REST
+        server's account must read what prune wrote); returns how many were changed."""
+        repo = self.repo(client)
+        st = repo.stat()
+        changed = 0
+        for dirpath, dirs, files in os.walk(repo):
+            for name in dirs + files:
+                path = os.path.join(dirpath, name)
+                if os.lstat(path).st_uid != st.st_uid:
+                    os.lchown(path, st.st_uid, st.st_gid)
+                    changed += 1
+        return changed
+
     def arrivals(self, client: str) -> dict[str, datetime]:
         """Snapshot id -> when its file arrived on this server (mtime, set by the REST server)."""
         out = {}
@@ -188,6 +203,12 @@ class Server:
         except (MaintenanceError, OSError, ValueError) as exc:
             result["error"] = str(exc)
             log(f"{client}: MAINTENANCE FAILED: {exc}")
+        finally:
+            if os.geteuid() == 0:
+                try:
+                    self.hand_back(client)
+                except OSError as exc:
+                    result.update(result="failed", error=f"handing the files back failed: {exc}")
         result["seconds"] = round(time.monotonic() - started, 1)
         return result
 
@@ -234,10 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.umask(0o077)
     cfg = json.loads(Path(args.config).read_text())
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    password_file = args.password_file or (
-        os.path.join(credentials, "repository-password") if credentials else cfg["password_file"])
-    server = Server(cfg, password_file)
+    server = Server(cfg, args.password_file or cfg["password_file"])
     try:
         if args.command == "run":
             return cmd_run(server, args.clients)

@@ -2,7 +2,7 @@
 
 Clients run as the cluster's superuser OS account (peer authentication on the local socket:
 no database password is stored for backups), switched to by subprocess (setuid/setgid in
-the child, no PAM): the backup unit keeps CAP_SETUID/CAP_SETGID for that and nothing more.
+the child, no PAM): the backup unit keeps CAP_SETUID/CAP_SETGID for that.
 
 Each database is dumped inside a snapshot exported by a helper session
 (`pg_export_snapshot()`); the row counts are taken in a second session that imports the same
@@ -15,10 +15,10 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import select
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -117,39 +117,32 @@ class ExportedSnapshot:
         self.pgs, self.db, self.timeout = pgs, db, timeout
 
     def __enter__(self) -> str:
-        # psql writes the id to a file of its own (\g FILE is flushed and closed at once);
-        # stdout is a pipe whose buffering psql controls.
-        self.tmp = Path(tempfile.mkdtemp(prefix="pg-snapshot."))
-        if os.geteuid() == 0:
-            pw = pwd.getpwnam(self.pgs.os_user)
-            os.chown(self.tmp, pw.pw_uid, pw.pw_gid)
-        out = self.tmp / "id"
         self.proc = subprocess.Popen(
             ["psql", "-X", "-q", "-At", "-p", str(self.pgs.port), "-d", self.db, "-v", "ON_ERROR_STOP=1"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/",
             **_as_user(self.pgs.os_user))
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(
-            f"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot() \\g {out}\n".encode())
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        # `\g |cat`: the id goes out through a child that exits at once, so it is flushed
+        # while psql (and the transaction) stays open, waiting for more input.
+        self.proc.stdin.write(b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
+                              b"SELECT pg_export_snapshot() \\g |cat\n")
         self.proc.stdin.flush()
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            text = out.read_text().strip() if out.exists() else ""
-            if text:
-                return text
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace").strip() if self.proc.stderr else ""
-                raise BackupError(f"exporting a snapshot of database {self.db} failed: {err}")
-            time.sleep(0.05)
-        raise BackupError(f"exporting a snapshot of database {self.db} timed out")
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout)
+        line = self.proc.stdout.readline().decode().strip() if ready else ""
+        if not line:
+            self.__exit__()
+            err = self.proc.stderr.read().decode(errors="replace").strip() if self.proc.stderr else ""
+            raise BackupError(f"exporting a snapshot of database {self.db} failed: {err or 'timed out'}")
+        return line
 
     def __exit__(self, *exc: object) -> None:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()  # psql ends; the read-only transaction is rolled back
         try:
-            if self.proc.stdin:
-                self.proc.stdin.close()  # psql ends; the read-only transaction is rolled back
             self.proc.wait(timeout=60)
-        finally:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def dump_all(pgs: PgSettings) -> dict[str, dict[str, Any]]:
