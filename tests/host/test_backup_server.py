@@ -82,16 +82,20 @@ def test_rest_server_is_append_only_private_and_tls13(host, exec_start, evidence
 
 @pytest.mark.claim("backup.offsite_append_only")
 def test_secrets_and_data_belong_to_nobody_else(host, cfg, evidence) -> None:
+    """The maintenance key is root's alone (the REST server's account cannot read it); the TLS
+    key is readable by that account and nobody else; the repositories are its own."""
     with host.sudo():
-        files = {p: host.file(p) for p in (cfg["password_file"], "/etc/backup-server/tls/server.key")}
+        key, tls = host.file(cfg["password_file"]), host.file("/etc/backup-server/tls/server.key")
         data = host.file(cfg["data_dir"])
-        modes = {p: (oct(f.mode), f.user) for p, f in files.items()}
+        rest_user = host.check_output(f"systemctl show {REST_UNIT} -p User --value")
         htpasswd = host.check_output("cat /etc/backup-server/htpasswd")
     hashes = [line.split(":", 1)[1] for line in htpasswd.splitlines() if line and not line.startswith("#")]
-    evidence("backup.offsite_append_only", modes=modes, data_dir=[oct(data.mode), data.user],
+    evidence("backup.offsite_append_only", maintenance_key=[oct(key.mode), key.user, key.group],
+             tls_key=[oct(tls.mode), tls.user, tls.group], data_dir=[oct(data.mode), data.user],
              credentials=len(hashes), all_bcrypt=all(h.startswith("$2") for h in hashes))
-    for path, f in files.items():
-        assert f.mode == 0o600 and f.user == "root", path
+    assert key.mode == 0o600 and key.user == "root"
+    assert tls.mode == 0o640 and tls.user == "root" and tls.group == rest_user
+    assert data.user == rest_user
     assert data.mode == 0o700
     assert hashes and all(h.startswith(("$2a$", "$2b$", "$2y$")) for h in hashes)
 
