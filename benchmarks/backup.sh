@@ -79,7 +79,7 @@ cfg["postgresql"].update(databases=[db], dump_dir=f"{base}/dumps")
 json.dump(cfg, open(f"{base}/backup.json", "w"), indent=2)
 PY
 export PLATFORM_BACKUP_CONFIG=$base/backup.json
-platform-backup init >/dev/null
+platform-backup init >/dev/null 2>&1
 job() {  # run the job, print "total dumps manifest restic" seconds from its own status file
   local s e
   s=$(date +%s%N)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -178,7 +179,9 @@ def cmd_check(cfg: Config, _args: Any) -> int:
 
 def cmd_init(cfg: Config, _args: Any) -> int:
     for repo in cfg.repositories:
-        exists = restic.run(cfg, repo, ["cat", "config"], capture=True, check=False).returncode == 0
+        # A missing repository is the expected answer here: restic's complaint is not shown.
+        exists = restic.run(cfg, repo, ["cat", "config"], capture=True, check=False,
+                            stderr=subprocess.DEVNULL).returncode == 0
         if exists:
             log(f"exists: {repo.name}")
             continue
@@ -198,8 +201,9 @@ def cmd_add_key(cfg: Config, args: Any) -> int:
     password = sys.stdin.readline().rstrip("\n")
     if not password:
         raise BackupError("add-key: no password on stdin")
+    # A wrong password is the expected answer here: restic's complaint is not shown.
     probe = restic.run(cfg, repo, ["cat", "config"], capture=True, check=False, password=password,
-                       stderr=-3)  # subprocess.DEVNULL: a wrong password is the expected answer here
+                       stderr=subprocess.DEVNULL)
     if probe.returncode == 0:
         log(f"present: key of {args.user}@{args.key_host} in {repo.name}")
         return 0
