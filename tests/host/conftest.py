@@ -217,6 +217,29 @@ def evidence(request):
     return record
 
 
+# --- Nothing left behind (tests/host/hoststate.py, test_zz_nothing_left_behind.py) ---------
+# Each host's state is read before its first check; the last module compares.
+
+HOST_SNAPSHOTS: dict[str, dict] = {}
+DISRUPTIVE_RAN: set[str] = set()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _host_state_before(host):
+    import hoststate
+
+    name = host.backend.get_hostname()
+    if name not in HOST_SNAPSHOTS:
+        HOST_SNAPSHOTS[name] = hoststate.snapshot(host)
+
+
+def pytest_runtest_setup(item) -> None:
+    if item.get_closest_marker("disruptive"):
+        host = _item_host(item)
+        if host:
+            DISRUPTIVE_RAN.add(host)
+
+
 # --- Progress a person can follow (make verify / make demo: --progress) -------------------
 # One line on stderr as each check module finishes on each host: counts and elapsed time.
 # The full pytest output stays where it goes (the terminal, or demo's log file).
