@@ -261,6 +261,7 @@ def _item_host(item) -> str:
     return param.backend.get_pytest_id().split("://", 1)[-1] if param is not None else ""
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup reads the marker
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         host = _item_host(item)
