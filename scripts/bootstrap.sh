@@ -14,6 +14,7 @@ APT_PACKAGES=(
   mmdebstrap debian-archive-keyring                                    # building their images
   make openssh-client curl jq openssl nmap                             # driving and probing them
   chromium fonts-dejavu-core    # a real browser for the analytics and report checks (Playwright drives it)
+  libnss3-tools                 # certutil: the browser check trusts the lab CA in a throwaway NSS database
 )
 
 [ "$(id -u)" -eq 0 ] || die "run as root: the lab uses rootful podman and installs Debian packages"
