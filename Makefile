@@ -1,54 +1,73 @@
 # Entry points. `make demo` brings up the lab and proves the stack; `make test` runs
-# lint, unit tests and every molecule scenario. `make help` lists the rest.
+# lint, unit tests, the app's tests and every molecule scenario. `make help` lists the rest.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
 export REPO_ROOT := $(CURDIR)
-export IAC_LAB_DIR ?= $(CURDIR)/.lab
-export CONTAINERS_CONF ?= $(CURDIR)/lab/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
-export ANSIBLE_PRIVATE_KEY_FILE ?= $(IAC_LAB_DIR)/ssh/id_ed25519
-# Controller addresses the host checks send HTTP probes from (lab/hosts, scripts/lab/ca.sh).
-export IAC_PROBE_SOURCES ?= 10.89.77.200-219
 export ANSIBLE_FORCE_COLOR ?= $(if $(CI),0,1)
 export PY_COLORS ?= $(if $(CI),0,1)
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
+# What to converge or verify: the lab by default, e.g. INVENTORY=inventory/production.
 INVENTORY ?= inventory/lab
+# Extra ansible-playbook options for `make converge`, e.g. ARGS='--check --diff --tags nginx --limit web-1'.
+ARGS ?=
+# The lab host's image for `make demo` / `make lab-up`: ubuntu2404 (the production target),
+# debian13 or debian12 (lab/images/*.conf).
+LAB_IMAGE ?= ubuntu2404
 LAB_HOST ?= lab-web
-LAB_IMAGE ?= debian13
+
+# Lab-only settings (the lab's SSH key, the controller's probe addresses on the lab bridge)
+# apply only to lab inventories: those that carry group_vars/all/lab.yml. A production
+# inventory gets none of them: its own SSH keys and the controller's own address.
+IS_LAB := $(if $(wildcard $(INVENTORY)/group_vars/all/lab.yml),1,)
+export IAC_LAB_DIR ?= $(CURDIR)/.lab
+export CONTAINERS_CONF ?= $(CURDIR)/lab/containers.conf
+ifeq ($(IS_LAB),1)
+export ANSIBLE_PRIVATE_KEY_FILE ?= $(IAC_LAB_DIR)/ssh/id_ed25519
+export IAC_PROBE_SOURCES ?= 10.89.77.200-219
+LAB_PYTEST_ARGS := --ssh-identity-file=$(ANSIBLE_PRIVATE_KEY_FILE)
+endif
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+# --- The controller -----------------------------------------------------------------------
+.PHONY: controller
+controller: ## Production controller (an ops laptop): only the pinned .venv; no root, podman or cgroups
+	@scripts/bootstrap.sh --controller-only
 
 .PHONY: bootstrap
-bootstrap: ## Install what the controller needs (apt packages, host fixes, .venv)
+bootstrap: ## Lab controller: Debian packages, podman host fixes, the pinned .venv (root)
 	@scripts/bootstrap.sh
 
+# --- Converging and verifying any inventory -------------------------------------------------
+.PHONY: converge
+converge: ## Converge playbooks/site.yml on INVENTORY; ARGS='--check --diff --tags nginx --limit HOST'
+	@scripts/converge.sh -i $(INVENTORY) $(ARGS) playbooks/site.yml
+
+.PHONY: verify
+verify: ## Every host check (disruptive ones too: lab and CI) against INVENTORY
+	@pytest -p no:cacheprovider -q --progress --hosts='ansible://platform' --ansible-inventory=$(INVENTORY) \
+	  $(LAB_PYTEST_ARGS) tests/host
+
+# --- The lab --------------------------------------------------------------------------------
 .PHONY: images
 images: bootstrap ## Build (or reuse) the lab images
-	@for i in debian13 debian12 ca; do scripts/lab/build-image.sh $$i; done
+	@for i in ubuntu2404 debian13 debian12 ca; do scripts/lab/build-image.sh $$i; done
 
 .PHONY: lab-up
-lab-up: bootstrap ## Start the CA, lab-web (ports 127.0.0.1:8080->80, :8443->443) and lab-backup
+lab-up: bootstrap ## Start the CA, lab-web (LAB_IMAGE; ports 127.0.0.1:8080->80, :8443->443) and lab-backup
 	@scripts/lab/host.sh up $(LAB_HOST) $(LAB_IMAGE) -- -p 127.0.0.1:8080:80 -p 127.0.0.1:8443:443
 	@scripts/lab/host.sh up lab-backup $(LAB_IMAGE)
 
-.PHONY: converge
-converge: ## Converge playbooks/site.yml on INVENTORY (default: the lab)
-	@scripts/converge.sh -i $(INVENTORY) playbooks/site.yml
-
-.PHONY: verify
-verify: ## Run the host checks (tests/) against INVENTORY
-	@pytest -p no:cacheprovider -q --hosts='ansible://platform' --ansible-inventory=$(INVENTORY) \
-	  --ssh-identity-file=$(ANSIBLE_PRIVATE_KEY_FILE) tests/host
-
 .PHONY: demo
-demo: bootstrap umami-bundle lab-up ## The main job: lab up, converge, verify, summary
-	@scripts/demo.sh
+demo: bootstrap umami-bundle ## The main job: lab up, converge, verify, summary (LAB_IMAGE=debian13 for Debian)
+	@LAB_IMAGE=$(LAB_IMAGE) LAB_HOST=$(LAB_HOST) scripts/demo.sh
 
 .PHONY: lab-down
 lab-down: ## Remove the lab (hosts and CA)
@@ -58,8 +77,13 @@ lab-down: ## Remove the lab (hosts and CA)
 restore-drill: ## Restore the latest lab snapshot into scratch space and prove it (checksums, row counts)
 	@INVENTORY=$(INVENTORY) scripts/restore-drill.sh
 
+.PHONY: umami-bundle
+umami-bundle: bootstrap ## Build (or reuse) the Umami bundle from npm (scripts/umami)
+	@scripts/umami/build-bundle.sh >/dev/null
+
+# --- Tests ----------------------------------------------------------------------------------
 .PHONY: lint
-lint: bootstrap ## yamllint (strict), ansible-lint (production profile), ruff, shellcheck-lite
+lint: bootstrap ## yamllint (strict), ansible-lint (production profile), ruff, bash -n
 	yamllint --strict .
 	ansible-lint --profile production
 	ruff check .
@@ -69,9 +93,9 @@ lint: bootstrap ## yamllint (strict), ansible-lint (production profile), ruff, s
 unit: bootstrap ## Unit tests (no lab needed)
 	pytest -p no:cacheprovider -q tests/unit
 
-.PHONY: umami-bundle
-umami-bundle: bootstrap ## Build (or reuse) the Umami bundle from npm (scripts/umami)
-	@scripts/umami/build-bundle.sh >/dev/null
+.PHONY: app-test
+app-test: ## The reference app's own tests (app/tests) in .venv-app (its hash-pinned lock)
+	@scripts/app-test.sh
 
 .PHONY: molecule
 molecule: bootstrap umami-bundle ## Every molecule scenario, one after another
@@ -79,7 +103,7 @@ molecule: bootstrap umami-bundle ## Every molecule scenario, one after another
 	molecule test --all
 
 .PHONY: test
-test: lint unit molecule ## Lint, unit tests and every molecule scenario
+test: lint unit app-test molecule ## Lint, unit tests, the app's tests and every molecule scenario
 
 .PHONY: benchmark
 benchmark: bootstrap ## Converge timings on a fresh lab host (benchmarks/)

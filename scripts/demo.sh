@@ -1,38 +1,73 @@
 #!/usr/bin/env bash
-# demo.sh: the main job, run by `make demo` after the lab is up. Converges
-# playbooks/site.yml on the lab, verifies the host (tests/host), and prints a summary.
-# Rerunning it reconverges the running lab in place: that run must report changed=0.
+# demo.sh: the main job (`make demo`). Prepares the controller, brings up the lab (CA,
+# lab-web on LAB_IMAGE, default ubuntu2404, and lab-backup), converges playbooks/site.yml,
+# verifies the host (tests/host) and prints a summary with the time of each phase.
+# Full output of each phase goes to .lab/logs/demo-<phase>.out; the screen shows progress:
+# each play and role as it starts, each check module as it finishes.
+# Rerunning it reconverges the running lab in place: that run must report changed=0, and
+# the checks leave nothing behind, so it passes again.
 set -euo pipefail
 # shellcheck source=scripts/lab/lib.sh
 source "$(dirname "$0")/lab/lib.sh"
 cd "$REPO_ROOT"
 mkdir -p "$IAC_LAB_DIR/logs"
+logs=${IAC_LAB_DIR#"$REPO_ROOT"/}/logs
+LAB_IMAGE=${LAB_IMAGE:-ubuntu2404}
+LAB_HOST=${LAB_HOST:-lab-web}
 
-log "Converging playbooks/site.yml on the lab (inventory/lab)"
-scripts/converge.sh -i inventory/lab playbooks/site.yml >"$IAC_LAB_DIR/logs/demo-converge.out" 2>&1 || {
-  tail -n 40 "$IAC_LAB_DIR/logs/demo-converge.out" >&2
-  die "the converge failed (full log: ${IAC_LAB_DIR#"$REPO_ROOT"/}/logs/demo-converge.out)"
+phases=()
+demo_start=$(date +%s)
+# phase NAME COMMAND...: run one phase, its output in .lab/logs/demo-NAME.out, and time it.
+phase() {
+  local name=$1 start rc=0
+  shift
+  start=$(date +%s)
+  log "$name"
+  "$@" >"$IAC_LAB_DIR/logs/demo-$name.out" 2>&1 || rc=$?
+  phases+=("$(printf '%-9s %4d s' "$name" $(( $(date +%s) - start )))")
+  if [ "$rc" -ne 0 ]; then
+    tail -n 30 "$IAC_LAB_DIR/logs/demo-$name.out" >&2
+    die "$name failed (full log: $logs/demo-$name.out)"
+  fi
 }
-summary=$(tail -n 1 "$IAC_LAB_DIR/logs/demo-converge.out")
 
-log "Verifying the lab host (tests/host)"
+phase bootstrap make --no-print-directory bootstrap
+phase umami make --no-print-directory umami-bundle
+phase lab make --no-print-directory lab-up LAB_IMAGE="$LAB_IMAGE" LAB_HOST="$LAB_HOST"
+
+# Converge: the play and role lines reach the screen as they start (scripts/converge.sh).
+start=$(date +%s)
+log "converge playbooks/site.yml on the lab (inventory/lab; full log: $logs/last-converge.log)"
+CONVERGE_PROGRESS=1 scripts/converge.sh -i inventory/lab playbooks/site.yml >/dev/null || {
+  tail -n 40 "$IAC_LAB_DIR/logs/last-converge.log" >&2
+  die "the converge failed (full log: $logs/last-converge.log)"
+}
+phases+=("$(printf '%-9s %4d s' converge $(( $(date +%s) - start )))")
+summary=$(cat "$IAC_LAB_DIR/logs/last-converge.summary")
+
+# Verify: one line per check module as it finishes (tests/host/conftest.py, --progress).
+start=$(date +%s)
+log "verify the lab host (tests/host; full log: $logs/demo-verify.out)"
 verify_rc=0
-make --no-print-directory verify >"$IAC_LAB_DIR/logs/demo-verify.out" 2>&1 || verify_rc=$?
+make --no-print-directory verify INVENTORY=inventory/lab >"$IAC_LAB_DIR/logs/demo-verify.out" || verify_rc=$?
+phases+=("$(printf '%-9s %4d s' verify $(( $(date +%s) - start )))")
 verify_line=$(grep -E '(passed|failed|error)' "$IAC_LAB_DIR/logs/demo-verify.out" | tail -n 1)
 
 cat <<TXT
 
 ================ lab summary ================
+lab host : $LAB_HOST ($LAB_IMAGE), backup server lab-backup
 converge : $summary
 verify   : $verify_line
-logs     : ${IAC_LAB_DIR#"$REPO_ROOT"/}/logs/
+time     : $(printf '%s\n' "${phases[@]}" | paste -sd, - | sed 's/,/, /g'); total $(( $(date +%s) - demo_start )) s
+logs     : $logs/ (demo-<phase>.out, last-converge.log)
 lab CA   : ${IAC_LAB_DIR#"$REPO_ROOT"/}/ca-root.pem (issuing root of the lab's Pebble)
 URLs     : http://127.0.0.1:8080/   (-> HTTPS)
            https://www.lab.test:8443/healthz        the app
            https://analytics.lab.test:8443/         Umami (login admin, password in inventory/lab/group_vars/all/secrets-lab-analytics.yml)
            e.g. curl --cacert .lab/ca-root.pem --resolve www.lab.test:8443:127.0.0.1 https://www.lab.test:8443/healthz
-ssh      : ssh -i .lab/ssh/id_ed25519 root@10.89.77.10      (lab-backup, the off-site backup server: 10.89.77.30)
-more     : make restore-drill, make benchmark, make lab-down
+ssh      : ssh -i .lab/ssh/id_ed25519 root@$(lab_host_ip "$LAB_HOST")      (lab-backup, the off-site backup server: $(lab_host_ip lab-backup))
+more     : make audit, make restore-drill, make benchmark, make lab-down
 =============================================
 TXT
 if [ "$verify_rc" -ne 0 ]; then

@@ -119,7 +119,10 @@ cp -a db/postgresql prisma
 grep -q '^  provider = "prisma-client-js"$' prisma/schema.prisma || die "schema.prisma generator block changed"
 sed -i 's/^  provider = "prisma-client-js"$/&\n  engineType = "client"/' prisma/schema.prisma
 # P2: local Prisma client wrapper instead of @umami/prisma-client.
+# P8: no website icons from icons.duckduckgo.com (overlay Favicon.tsx).
+grep -q 'icons.duckduckgo.com' src/components/common/Favicon.tsx || die "src/components/common/Favicon.tsx changed"
 cp -a "$here/overlay/." "$src/"
+if grep -rq 'icons.duckduckgo.com' src; then die "icons.duckduckgo.com still referenced in src/"; fi
 grep -q "^import prisma from '@umami/prisma-client';$" src/lib/prisma.ts || die "src/lib/prisma.ts import changed"
 sed -i "s#^import prisma from '@umami/prisma-client';\$#import prisma from './prisma-client';#" src/lib/prisma.ts
 if grep -rqE "(from|require\\() *'@umami/prisma-client'" src; then die "@umami/prisma-client still referenced in src/"; fi

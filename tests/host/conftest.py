@@ -215,3 +215,122 @@ def evidence(request):
         request.node.user_properties.append(("evidence", {"claim": claim_id, **measured}))
 
     return record
+
+
+# --- Nothing left behind (tests/host/hoststate.py, test_zz_nothing_left_behind.py) ---------
+# Each host's state is read before its first check; the last module compares.
+
+HOST_SNAPSHOTS: dict[str, dict] = {}
+DISRUPTIVE_RAN: set[str] = set()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _host_state_before(host):
+    import hoststate
+
+    name = host.backend.get_hostname()
+    if name not in HOST_SNAPSHOTS:
+        HOST_SNAPSHOTS[name] = hoststate.snapshot(host)
+
+
+def pytest_runtest_setup(item) -> None:
+    if item.get_closest_marker("disruptive"):
+        host = _item_host(item)
+        if host:
+            DISRUPTIVE_RAN.add(host)
+
+
+# --- Progress a person can follow (make verify / make demo: --progress) -------------------
+# One line on stderr as each check module finishes on each host: counts and elapsed time.
+# The full pytest output stays where it goes (the terminal, or demo's log file).
+# Each check is also put in an xdist group named after its host, so `-n N --dist loadgroup`
+# runs hosts in parallel and each host's checks in order on one worker.
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--progress", action="store_true", default=False,
+                     help="print a line on stderr as each check module finishes on each host")
+
+
+_HOST_OF: dict[str, str] = {}
+
+
+def _item_host(item) -> str:
+    callspec = getattr(item, "callspec", None)
+    param = callspec.params.get("_testinfra_host") if callspec else None
+    return param.backend.get_pytest_id().split("://", 1)[-1] if param is not None else ""
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup reads the marker
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        host = _item_host(item)
+        if host:
+            item.add_marker(pytest.mark.xdist_group(host))
+            _HOST_OF[item.nodeid] = host
+
+
+class _Progress:
+    def __init__(self) -> None:
+        import time
+
+        self.start = time.monotonic()
+        self.total: dict[tuple[str, str], int] = {}
+        self.seen: dict[tuple[str, str], dict[str, int]] = {}
+        self.first: dict[tuple[str, str], float] = {}
+
+    @staticmethod
+    def key(nodeid: str) -> tuple[str, str]:
+        """(module, host) of a test id; xdist's loadgroup appends "@<group>" (the host)."""
+        nodeid, _, group = nodeid.partition("@") if "@" in nodeid.rsplit("]", 1)[-1] else (nodeid, "", "")
+        module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+        return module, group or _HOST_OF.get(nodeid, "")
+
+    def collected(self, nodeids) -> None:
+        self.total.clear()
+        for nodeid in nodeids:
+            k = self.key(nodeid)
+            self.total[k] = self.total.get(k, 0) + 1
+
+    def report(self, report) -> None:
+        import sys
+        import time
+
+        if not (report.when == "call" or (report.when == "setup" and report.outcome != "passed")):
+            return
+        k = self.key(report.nodeid)
+        self.first.setdefault(k, time.monotonic())
+        counts = self.seen.setdefault(k, {})
+        outcome = "error" if report.when == "setup" and report.outcome == "failed" else report.outcome
+        counts[outcome] = counts.get(outcome, 0) + 1
+        if sum(counts.values()) == self.total.get(k, -1):
+            now = time.monotonic()
+            elapsed = int(now - self.start)
+            what = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+            host = f" on {k[1]}" if k[1] else ""
+            print(f"[{elapsed // 60:3d}:{elapsed % 60:02d}] {k[0]}{host}: {what} ({now - self.first[k]:.0f} s)",
+                  file=sys.stderr, flush=True)
+
+
+_PROGRESS: _Progress | None = None
+
+
+def pytest_configure(config) -> None:
+    global _PROGRESS
+    if config.getoption("progress", False) and not hasattr(config, "workerinput"):
+        _PROGRESS = _Progress()
+
+
+def pytest_collection_finish(session) -> None:
+    if _PROGRESS is not None and session.items:
+        _PROGRESS.collected(item.nodeid for item in session.items)
+
+
+def pytest_xdist_node_collection_finished(node, ids) -> None:
+    if _PROGRESS is not None and not _PROGRESS.total:
+        _PROGRESS.collected(ids)
+
+
+def pytest_runtest_logreport(report) -> None:
+    if _PROGRESS is not None:
+        _PROGRESS.report(report)

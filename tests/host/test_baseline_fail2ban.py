@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import random
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -37,6 +38,23 @@ def banned(host, jail: str) -> list[str]:
         if "Banned IP list:" in line:
             return line.split("Banned IP list:")[1].split()
     return []
+
+
+def unban_until_settled(host, jail: str, address: str, quiet: float = 5, timeout: float = 60) -> bool:
+    """Unban ADDRESS until it has stayed unbanned for QUIET seconds (late bans included)."""
+    deadline = time.monotonic() + timeout
+    clear_since = None
+    while time.monotonic() < deadline:
+        if address in banned(host, jail):
+            with host.sudo():
+                host.run(f"fail2ban-client set {jail} unbanip {address}")
+            clear_since = None
+        elif clear_since is None:
+            clear_since = time.monotonic()
+        elif time.monotonic() - clear_since >= quiet:
+            return True
+        time.sleep(1)
+    return False
 
 
 def wait_for(predicate, timeout: float, interval: float = 1.0) -> bool:
@@ -67,10 +85,11 @@ def second_client(address):
                             check=True).stdout.split(f"{src}/")[1].split()[0]
     net = ipaddress.ip_network(f"{src}/{prefix}", strict=False)
     taken = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
-    # A free address near the top of the lab subnet, offset per lab host so that parallel
-    # runs against different hosts do not pick the same one.
-    start = net.num_addresses - 6 - int(address.rsplit(".", 1)[1]) % 20
-    candidates = [str(net.network_address + n) for n in range(start, start - 40, -1)]
+    # A free address near the top of the lab subnet, chosen at random each run: an address
+    # that a previous run (or a parallel run against another host) used is never reused at
+    # once, so a ban that outlived its run could not make this one fail.
+    candidates = [str(net.network_address + n) for n in range(net.num_addresses - 60, net.num_addresses - 6)]
+    random.shuffle(candidates)
     client = next((c for c in candidates if f" {c}/" not in taken), None)
     if client is None:
         pytest.skip("no free address for a second client on the lab bridge")
@@ -137,9 +156,12 @@ def test_ssh_offender_banned_then_unbanned(host, hostvars, address, second_clien
         assert wait_for(lambda: second_client not in banned(host, "sshd"), TEST_BANTIME + 30), "never unbanned"
         assert "Permission denied" in ssh_from(second_client, address, port).stderr
     finally:
+        # fail2ban reads the journal asynchronously: the last attempts above may still ban
+        # the offender after the unban. Unban until it stays unbanned, THEN restore the ban
+        # time (a late ban must not get the configured hour), and make sure once more.
+        unban_until_settled(host, "sshd", second_client)
         f2b(host, "set", "sshd", "bantime", configured)
-        with host.sudo():
-            host.run(f"fail2ban-client set sshd unbanip {second_client}")
+        assert unban_until_settled(host, "sshd", second_client), f"{second_client} stays banned"
 
 
 def test_nginx_rate_limit_offender_banned(host, hostvars):
@@ -156,5 +178,4 @@ def test_nginx_rate_limit_offender_banned(host, hostvars):
                 host.run_test(f"printf '%s\\n' '{line}' >> {log}")
         assert wait_for(lambda: client in banned(host, "nginx-limit-req"), 20), "the nginx jail did not ban"
     finally:
-        with host.sudo():
-            host.run(f"fail2ban-client set nginx-limit-req unbanip {client}")
+        assert unban_until_settled(host, "nginx-limit-req", client), f"{client} stays banned"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# app-test.sh: run the reference app's own tests (app/tests) in .venv-app, a virtualenv
+# holding exactly the app's hash-pinned runtime lock (app/requirements.lock) plus its test
+# tools (app/requirements-test.txt). Rebuilt only when either file changes.
+set -euo pipefail
+# shellcheck source=scripts/lab/lib.sh
+source "$(dirname "$0")/lab/lib.sh"
+venv=$REPO_ROOT/.venv-app
+stamp=$venv/.requirements.sha256
+want=$(cat "$REPO_ROOT/app/requirements.lock" "$REPO_ROOT/app/requirements-test.txt" | sha256sum | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "Creating .venv-app for the app's tests (app/requirements.lock, app/requirements-test.txt)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --require-hashes -r "$REPO_ROOT/app/requirements.lock" 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+  [ "${PIPESTATUS[0]}" -eq 0 ] || die "pip install -r app/requirements.lock failed: is PyPI reachable?"
+  "$venv/bin/pip" install -q -r "$REPO_ROOT/app/requirements-test.txt" 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+  [ "${PIPESTATUS[0]}" -eq 0 ] || die "pip install -r app/requirements-test.txt failed: is PyPI reachable?"
+  echo "$want" >"$stamp"
+fi
+cd "$REPO_ROOT/app"
+exec "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@"

@@ -1,0 +1,121 @@
+"""What the host checks must leave exactly as they found it, read in one SSH round trip.
+
+tests/host/conftest.py snapshots each host before its first check and
+tests/host/test_zz_nothing_left_behind.py compares at the end, so a check that leaves a
+ban, a changed fail2ban setting, a stopped service, a firewall rule or a stray file behind
+fails the run that introduced it (even when that check itself failed). When no disruptive
+check ran (an audit), the main processes must not even have restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+# Units whose state the checks may touch (a missing unit reads "inactive" both times).
+UNITS = [
+    "nginx.service", "platform.socket", "platform.service", "platform-actionlog.service",
+    "umami.service", "postgresql.service", "fail2ban.service", "nftables.service",
+    "ssh.socket", "ssh.service", "backup.timer", "certbot.timer",
+]
+# Where a check could leave a file: names only (not contents), pruned of what the system
+# itself changes while the checks run (systemd's private tmp dirs, Ansible's remote tmp,
+# caches, the package manager's state).
+# These are paths ON THE HOST, listed read-only (no temporary file is made on the controller).
+FILE_ROOTS = ["/etc", "/opt", "/usr/local", "/srv", "/root", "/home", "/tmp", "/var/tmp"]  # noqa: S108
+PRUNE = [
+    "/tmp/systemd-private-*", "/var/tmp/systemd-private-*",  # noqa: S108
+    "/root/.ansible", "/root/.cache",
+    "/tmp/.ansible*",  # noqa: S108
+    "/root/.lesshst", "/root/.bash_history", "/etc/ld.so.cache",
+    # Release trees: their top directory is listed (a release a check adds or removes
+    # shows), not the thousands of files inside.
+    "/opt/platform/releases/*/*", "/opt/umami/*/*",
+]
+
+_SCRIPT = r"""
+set +e
+units="{units} $(systemctl list-units 'postgresql@*' --no-legend --plain 2>/dev/null | awk '{{print $1}}')"
+printf '{{'
+printf '"units": {{'
+sep=''
+for u in $units; do
+  printf '%s"%s": ["%s", "%s"]' "$sep" "$u" "$(systemctl is-active "$u" 2>/dev/null)" \
+    "$(systemctl show -p MainPID --value "$u" 2>/dev/null)"
+  sep=', '
+done
+printf '}}, "fail2ban": {{'
+sep=''
+if command -v fail2ban-client >/dev/null 2>&1 && fail2ban-client ping >/dev/null 2>&1; then
+  for j in $(fail2ban-client status | sed -n 's/.*Jail list:[[:space:]]*//p' | tr ',' ' '); do
+    printf '%s"%s": "bantime=%s maxretry=%s findtime=%s banned=%s"' "$sep" "$j" \
+      "$(fail2ban-client get "$j" bantime)" "$(fail2ban-client get "$j" maxretry)" \
+      "$(fail2ban-client get "$j" findtime)" \
+      "$(fail2ban-client get "$j" banned 2>/dev/null | tr -d '[]", \n')"
+    sep=', '
+  done
+fi
+# fail2ban's own table (f2b-*) appears with its first ban: its bans are compared above.
+rules=$(nft list tables 2>/dev/null | awk '$3 !~ /^f2b-/ {{print $2, $3}}' | while read -r family table; do
+  nft -s list table "$family" "$table" | grep -v -e '^\s*elements = ' -e '^\s*[0-9a-f.:/, ]*[,}}]$'
+done)
+printf '}}, "nft": "%s"' "$(printf '%s' "$rules" | sha256sum | cut -c1-16)"
+printf ', "files": ['
+find {roots} -xdev \( {prune} \) -prune -o -print 2>/dev/null | LC_ALL=C sort \
+  | sed 's/\\/\\\\/g; s/"/\\"/g; s/.*/"&"/' | paste -sd, -
+printf ']}}\n'
+"""
+
+
+def _script() -> str:
+    prune = " -o ".join(f"-path '{p}'" for p in PRUNE)
+    return _SCRIPT.format(units=" ".join(UNITS), roots=" ".join(FILE_ROOTS), prune=prune)
+
+
+def snapshot(host) -> dict[str, Any]:
+    """The host's state as the checks could change it (root needed for fail2ban and nft)."""
+    with host.sudo():
+        out = host.check_output("bash -c " + _quote(_script()))
+    return json.loads(out)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def differences(before: dict[str, Any], after: dict[str, Any], *, pids: bool) -> list[str]:
+    """What changed between two snapshots, one line each (empty: nothing)."""
+    out = []
+    for unit, (state, pid) in before["units"].items():
+        now_state, now_pid = after["units"].get(unit, ["missing", ""])
+        if now_state != state:
+            out.append(f"unit {unit}: {state} before, {now_state} after")
+        elif pids and state == "active" and pid not in ("", "0") and now_pid != pid:
+            out.append(f"unit {unit}: main PID {pid} before, {now_pid} after (restarted)")
+    for jail in sorted(set(before["fail2ban"]) | set(after["fail2ban"])):
+        if before["fail2ban"].get(jail) != after["fail2ban"].get(jail):
+            was, now = before["fail2ban"].get(jail), after["fail2ban"].get(jail)
+            out.append(f"fail2ban {jail}: {was!r} before, {now!r} after")
+    if before["nft"] != after["nft"]:
+        out.append("the nftables ruleset changed (rules, not just set elements)")
+    added = sorted(set(after["files"]) - set(before["files"]))
+    removed = sorted(set(before["files"]) - set(after["files"]))
+    for label, paths in (("left behind", added), ("removed", removed)):
+        if paths:
+            shown = ", ".join(_collapse(paths)[:15])
+            out.append(f"{len(paths)} file(s) {label}: {shown}")
+    return out
+
+
+def _collapse(paths: list[str]) -> list[str]:
+    """Paths with their children folded into the top one: a new directory shows once."""
+    tops: list[str] = []
+    for path in paths:
+        if not tops or not path.startswith(tops[-1].rstrip("/") + "/"):
+            tops.append(path)
+    return tops
+
+
+def describe_units(snap: dict[str, Any]) -> str:
+    return ", ".join(f"{u}={s}" for u, (s, _) in snap["units"].items() if not re.match(r"^(inactive|unknown)$", s))
