@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # benchmarks/converge.sh [IMAGE]: wall time of a fresh converge of playbooks/site.yml on a
-# new lab host (bench-web, from localhost/iac-lab:IMAGE, default debian13) and of the
-# idempotent rerun, with the tasks counted. A measurement, not a test: it prints figures.
+# new lab host (bench-web, from localhost/iac-lab:IMAGE, default ubuntu2404) and of the
+# idempotent rerun, with the tasks counted, their ratio (target: the no-op rerun takes at
+# most a quarter of the fresh converge) and where the rerun spends its time, per role.
+# A measurement, not a test: it prints figures.
 set -euo pipefail
 # shellcheck source=scripts/lab/lib.sh
 source "$(dirname "$0")/../scripts/lab/lib.sh"
 cd "$REPO_ROOT"
-image=${1:-debian13}
+image=${1:-ubuntu2404}
 name=bench-web
 ip=$(lab_host_ip "$name")
 inv=$(mktemp -d /tmp/iac-bench.XXXXXX)
@@ -23,6 +25,7 @@ all:
         $name: {ansible_host: $ip, lab_domain: bench.lab.test}
 YAML
 
+export PROFILE_TASKS_TASK_OUTPUT_LIMIT=all
 run() {
   scripts/converge.sh -i "$inv" playbooks/site.yml >"$inv/$1.log" 2>&1 || { tail -n 30 "$inv/$1.log"; exit 1; }
   tail -n 1 "$inv/$1.log"
@@ -34,3 +37,9 @@ printf '\nconverge of playbooks/site.yml on a new %s host (%s cores, %s)\n' "$im
 printf '%-16s %10s %8s %8s\n' run seconds tasks changed
 printf '%-16s %10s %8s %8s\n' fresh "$(field "$fresh" seconds)" "$(field "$fresh" tasks)" "$(field "$fresh" changed)"
 printf '%-16s %10s %8s %8s\n' "idempotent rerun" "$(field "$rerun" seconds)" "$(field "$rerun" tasks)" "$(field "$rerun" changed)"
+printf '%-16s %10s\n' "rerun / fresh" "$(awk -v a="$(field "$rerun" seconds)" -v b="$(field "$fresh" seconds)" 'BEGIN { printf "%.2f", a / b }')"
+# Where the rerun's time goes: profile_tasks' per-task times (PROFILE_TASKS_TASK_OUTPUT_LIMIT=all), summed per role.
+printf '\nidempotent rerun, seconds per role (profile_tasks):\n'
+sed 's/\x1b\[[0-9;]*m//g' "$inv/rerun.log" | awk -F' -+ ' '/ -+ [0-9.]+s$/ {
+    split($1, a, " : "); role = (a[2] != "" ? a[1] : "(plays)"); sub(/s$/, "", $2); t[role] += $2; n[role]++ }
+  END { for (r in t) printf "  %-14s %6.1f s  %3d tasks\n", r, t[r], n[r] }' | sort -k2 -rn
