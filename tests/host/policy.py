@@ -9,6 +9,7 @@ they are checking: an inventory that weakens a claim must make its check fail.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -33,3 +34,31 @@ def claims() -> dict[str, dict[str, Any]]:
 def require(claim_id: str) -> dict[str, Any]:
     """The machine-checkable requirements of one claim."""
     return claims()[claim_id].get("require", {})
+
+
+def hsts_max_age(value: str | None) -> int | None:
+    """The max-age of a Strict-Transport-Security value, or None."""
+    for part in (value or "").split(";"):
+        key, _, number = part.strip().partition("=")
+        if key.lower() == "max-age" and number.strip().strip('"').isdigit():
+            return int(number.strip().strip('"'))
+    return None
+
+
+def header_problems(get: Callable[[str], str | None]) -> list[str]:
+    """What breaks headers.security in one response; `get(name)` returns a header's value
+    (case-insensitive) or None."""
+    problems = []
+    for name, rule in require("headers.security")["headers"].items():
+        value = get(name)
+        if not value:
+            problems.append(f"{name} missing")
+            continue
+        if "equals" in rule and value not in rule["equals"]:
+            problems.append(f"{name} is {value!r}, allowed: {rule['equals']}")
+        for part in rule.get("contains", []):
+            if part not in value:
+                problems.append(f"{name} lacks {part!r}: {value!r}")
+        if "max_age_min" in rule and (hsts_max_age(value) or 0) < rule["max_age_min"]:
+            problems.append(f"{name} max-age {hsts_max_age(value)} < {rule['max_age_min']}")
+    return problems
