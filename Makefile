@@ -51,9 +51,18 @@ converge: ## Converge playbooks/site.yml on INVENTORY; ARGS='--check --diff --ta
 	@scripts/converge.sh -i $(INVENTORY) $(ARGS) playbooks/site.yml
 
 .PHONY: verify
-verify: ## Every host check (disruptive ones too: lab and CI) against INVENTORY
+verify: ## Every host check (disruptive ones too: lab and CI) against INVENTORY; report in reports/latest/
 	@pytest -p no:cacheprovider -q --progress --hosts='ansible://platform' --ansible-inventory=$(INVENTORY) \
-	  $(LAB_PYTEST_ARGS) tests/host
+	  $(LAB_PYTEST_ARGS) --audit-report=reports tests/host
+
+# The read-only audit, safe against production: only non-disruptive checks that cite a
+# claim of policy/claims.yml, every host of the inventory in parallel (one worker per host).
+# Writes reports/<time>/{evidence.json,junit.xml,index.html}, links reports/latest to it,
+# and fails when a claim fails on a host without a named exception (policy_exceptions).
+.PHONY: audit
+audit: ## Read-only audit of INVENTORY against policy/claims.yml (safe in production): reports/latest/
+	@pytest -p no:cacheprovider -q --progress --hosts='ansible://platform' --ansible-inventory=$(INVENTORY) \
+	  $(LAB_PYTEST_ARGS) --audit-readonly --audit-report=reports -n auto --dist loadgroup tests/host
 
 # --- The lab --------------------------------------------------------------------------------
 .PHONY: images

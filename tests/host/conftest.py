@@ -24,6 +24,7 @@ import json
 import os
 import socket
 import ssl
+import time
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -117,8 +118,35 @@ class Response:
         return json.loads(self.body)
 
 
+class _Pacer:
+    """Keeps one client address under the edge's rate limits (policy ratelimit.edge), so
+    that checks never get a 429 they did not ask for and never feed fail2ban: against
+    production every module probes from the auditor's one address. A token bucket per
+    (client address, host, zone) with the policy's burst less a margin, refilled at 90% of
+    the policy's rate; a request waits for a token instead of being refused."""
+
+    _buckets: dict[tuple[str, str, str], list[float]] = {}
+
+    @classmethod
+    def wait(cls, source: str | None, address: str, path: str) -> None:
+        from policy import require
+
+        limits = require("ratelimit.edge")
+        zone = "api" if path.startswith("/api/") else "general"
+        capacity = max(1.0, limits[f"{zone}_burst_max"] - 3.0)
+        rate = limits[f"{zone}_per_minute_max"] / 60 * 0.9
+        now = time.monotonic()
+        tokens, last = cls._buckets.get((source or "", address, zone), (capacity, now))
+        tokens = min(capacity, tokens + (now - last) * rate)
+        if tokens < 1:
+            time.sleep((1 - tokens) / rate)
+            tokens, now = 1.0, time.monotonic()
+        cls._buckets[(source or "", address, zone)] = [tokens - 1, now]
+
+
 class Probe:
-    """HTTP(S) requests from the controller to one host, by site name, without DNS."""
+    """HTTP(S) requests from the controller to one host, by site name, without DNS, paced
+    to stay under the edge's per-address rate limits (_Pacer)."""
 
     def __init__(self, address: str, ca_bundle: str | None, source: str | None = None) -> None:
         self.address = address
@@ -149,6 +177,7 @@ class Probe:
         timeout: float = 10,
     ) -> Response:
         port = port or (443 if scheme == "https" else 80)
+        _Pacer.wait(self.source, self.address, path)
         sock = self.connect(port, timeout)
         peer_cert = tls_version = cipher = None
         extra: dict = {}
@@ -212,7 +241,10 @@ def evidence(request):
         from policy import claims
 
         assert claim_id in claims(), f"unknown claim id {claim_id!r} (policy/claims.yml)"
-        request.node.user_properties.append(("evidence", {"claim": claim_id, **measured}))
+        # Plain JSON types only (values from hostvars are Ansible's tagged strings, which
+        # pytest-xdist cannot send from a worker).
+        plain = json.loads(json.dumps(measured, default=str))
+        request.node.user_properties.append(("evidence", {"claim": claim_id, **plain}))
 
     return record
 
@@ -247,9 +279,16 @@ def pytest_runtest_setup(item) -> None:
 # runs hosts in parallel and each host's checks in order on one worker.
 
 
-def pytest_addoption(parser) -> None:
+def pytest_addoption(parser, pluginmanager) -> None:
     parser.addoption("--progress", action="store_true", default=False,
                      help="print a line on stderr as each check module finishes on each host")
+    # The audit report (tests/host/audit_report.py: --audit-report=DIR, --audit-readonly),
+    # registered here so that every way of running these checks (make verify, make audit,
+    # molecule verify) can write it; registering now still adds its options to this parser.
+    import audit_report
+
+    if not pluginmanager.is_registered(audit_report):
+        pluginmanager.register(audit_report, "audit_report")
 
 
 _HOST_OF: dict[str, str] = {}
@@ -334,3 +373,24 @@ def pytest_xdist_node_collection_finished(node, ids) -> None:
 def pytest_runtest_logreport(report) -> None:
     if _PROGRESS is not None:
         _PROGRESS.report(report)
+
+
+@pytest.fixture(scope="module")
+def account(hostvars):
+    """A login for checks that need one: `account("app_user")` -> (username, password).
+
+    From `audit_accounts` in the inventory (production: vault, a dedicated audit account;
+    the lab: its lab users, inventory/lab/group_vars/all/audit.yml). Without one the check
+    is SKIPPED with the reason, which the audit report shows: never a silent pass. Roles:
+    app_user (a non-admin user of the app), app_admin (an app admin), umami (a Umami login)."""
+
+    def get(role: str) -> tuple[str, str]:
+        try:
+            entry = (hostvars.get("audit_accounts") or {}).get(role) or {}
+        except Exception as exc:  # an undefined or vaulted value the controller cannot read
+            pytest.skip(f"audit_accounts.{role} cannot be read from the inventory: {exc}")
+        if not entry.get("username") or not entry.get("password"):
+            pytest.skip(f"no audit account '{role}' in the inventory (audit_accounts.{role}: username, password)")
+        return str(entry["username"]), str(entry["password"])
+
+    return get
