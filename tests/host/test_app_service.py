@@ -8,14 +8,22 @@ Runs against any host of the `platform` group:
 The "through nginx" tests connect from the controller to https://www.<lab_domain>/ (the
 `probe` fixture) and so need the TLS edge (roles/nginx) on the host. The test of a failing
 release runs ansible-playbook against the host from the controller (about a minute).
+
+Expected values come from the policy (policy/claims.yml); the inventory gives paths and
+names only. Checks that log in use the inventory's audit accounts (`account` fixture) and
+are SKIPPED, with the reason, where it has none. Disruptive: the kill -9, the broken
+release (reruns Ansible) and anything that writes a portfolio.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -25,8 +33,10 @@ from pathlib import Path
 
 import pytest
 
+from policy import require
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SECRET_VARS = ("app_jwt_secret", "app_fmp_api_key", "app_polygon_api_key")
+_SECRETS_SCAN = base64.b64encode((Path(__file__).parent / "probes" / "secrets_scan.py").read_bytes()).decode()
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -83,89 +93,140 @@ def _action_lines(host, hostvars) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
-def _secrets(hostvars) -> dict[str, str]:
-    values = {name: str(hostvars[name]) for name in SECRET_VARS if hostvars.get(name)}
-    for user, password in (hostvars.get("lab_app_passwords") or {}).items():
-        values[f"password of {user}"] = str(password)
-    assert values, "no secret values in the inventory to look for"
-    return values
+def _unit(host, unit: str, prop: str) -> str:
+    return host.check_output(f"systemctl show -p {prop} --value {unit}")
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64url_json(part: str) -> dict:
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
 
 
 # --- the service --------------------------------------------------------------------------
 
 
-def test_socket_and_service_enabled_and_running(host):
-    for unit in ("platform.socket", "platform.service", "platform-actionlog.service"):
-        svc = host.service(unit)
-        assert svc.is_enabled, f"{unit} is not enabled"
-        assert svc.is_running, f"{unit} is not running"
+@pytest.mark.claim("infra.platform")
+def test_socket_and_service_enabled_and_running(host, evidence):
+    states = {u: (host.service(u).is_enabled, host.service(u).is_running)
+              for u in ("platform.socket", "platform.service", "platform-actionlog.service")}
+    exec_start = _unit(host, "platform.service", "ExecStart")
+    venv_python = re.search(r"path=(\S+?)/bin/\S+", exec_start)
+    python = host.run(f"{venv_python.group(1)}/bin/python -V").stdout.split()[-1] if venv_python else None
+    evidence("infra.platform", app_managed_by="systemd" if all(all(v) for v in states.values()) else "not running",
+             app_server="uvicorn" if "uvicorn" in exec_start else exec_start[:80], python=python)
+    for unit, (enabled, running) in states.items():
+        assert enabled, f"{unit} is not enabled"
+        assert running, f"{unit} is not running"
+    assert require("infra.platform")["app_server"] in exec_start
 
 
-def test_service_runs_as_the_app_user(host, hostvars):
-    user = _var(hostvars, "app_user", "platform")
+@pytest.mark.claim("host.sandbox")
+def test_service_runs_as_an_unprivileged_user(host, evidence):
+    user = _unit(host, "platform.service", "User")
     pid = _main_pid(host)
     assert pid > 0
-    assert host.check_output(f"ps -o user= -p {pid}").strip() == user
+    main = host.check_output(f"ps -o user= -p {pid}").strip()
     # Every process of the service (supervisor and workers), none as root.
     children = host.check_output(f"ps -o user= --ppid {pid}").split()
-    assert len(children) >= int(hostvars.get("app_workers", 2)), children
-    assert set(children) == {user}, children
     passwd = host.user(user)
+    evidence("host.sandbox", unit="platform.service", user=user, processes=[main, *children], shell=passwd.shell)
+    assert user and user != "root"
+    assert main == user and children and set(children) == {user}, (main, children)
     assert passwd.shell in ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
     assert not host.file(passwd.home).exists
 
 
-def test_listens_only_on_loopback(host, hostvars):
-    port = _port(hostvars)
-    lines = host.check_output("ss -Hltnp").splitlines()
-    ours = [line for line in lines if re.search(rf":{port}\s", line)]
-    print("\n".join(ours))
-    assert ours, f"nothing listens on port {port}"
-    for line in ours:
-        local = line.split()[3]
-        assert local in (f"127.0.0.1:{port}", f"[::1]:{port}"), f"port {port} bound to {local}"
+@pytest.mark.claim("proxy.app_port_private")
+def test_listens_only_on_loopback(host, evidence):
+    wanted = require("proxy.app_port_private")
+    listen = _unit(host, "platform.socket", "Listen").split()
+    sockets = [entry for entry in listen if ":" in entry]
+    lines = host.check_output("ss -Hltn").splitlines()
+    on_port = [line.split()[3] for line in lines if re.search(rf":{wanted['port']}\s", line)]
+    evidence("proxy.app_port_private", port=wanted["port"], listening=on_port, socket_unit_listen=listen,
+             bind_address=", ".join(sorted({a.rpartition(":")[0].strip("[]") for a in on_port})) or None)
+    assert on_port, f"nothing listens on port {wanted['port']}"
+    for local in on_port:
+        assert local.rpartition(":")[0].strip("[]") in wanted["listen_addresses"], f"bound to {local}"
+    assert sockets, listen
     # The app's processes own no listening socket of their own (PrivateNetwork): only
     # systemd's platform.socket listens.
-    assert all("uvicorn" not in line and "python" not in line for line in lines), lines
+    processes = host.check_output("ss -Hltnp").splitlines()
+    assert all("uvicorn" not in line and "python" not in line for line in processes), processes
 
 
+@pytest.mark.claim("proxy.app_port_private")
+def test_app_port_unreachable_from_outside(hostvars, evidence):
+    """From the controller, the host's public address does not answer on the app port."""
+    address = hostvars.get("ansible_host") or hostvars["inventory_hostname"]
+    port = require("proxy.app_port_private")["port"]
+    try:
+        socket.create_connection((address, port), timeout=3).close()
+        outcome = "connected"
+    except ConnectionRefusedError:
+        outcome = "refused"
+    except OSError as exc:  # timeout: the firewall drops it
+        outcome = f"no answer ({type(exc).__name__})"
+    evidence("proxy.app_port_private", reachable_from_outside=outcome == "connected", from_controller=outcome)
+    assert outcome != "connected"
+
+
+@pytest.mark.claim("host.sandbox")
 @pytest.mark.parametrize("unit", ["platform.service", "platform-actionlog.service"])
-def test_systemd_exposure_is_at_most_2(host, unit):
+def test_systemd_exposure_within_policy(host, unit, evidence):
     out = host.check_output(f"systemd-analyze security --no-pager {unit}")
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out)
     assert match, out[-500:]
     exposure = float(match.group(1))
-    print(f"systemd-analyze security {unit}: exposure {exposure}")
-    assert exposure <= 2.0
+    bound = require("host.sandbox")["exposure_max"][unit]
+    evidence("host.sandbox", unit=unit, exposure=exposure, exposure_max=bound)
+    assert exposure <= bound
 
 
-def test_secrets_file_is_root_only(host, hostvars):
+@pytest.mark.claim("secrets.market_data")
+def test_secrets_file_is_root_only(host, hostvars, evidence):
+    wanted = require("secrets.market_data")
     config = _var(hostvars, "app_config_dir", "/etc/platform")
     env = host.file(f"{config}/platform.env")
     assert env.is_file
-    assert (env.user, env.group, env.mode) == ("root", "root", 0o600)
     users = host.file(f"{config}/users.json")
-    assert (users.user, users.group, users.mode) == ("root", _var(hostvars, "app_group", "platform"), 0o640)
     unit = host.check_output("systemctl cat platform.service")
-    assert f"EnvironmentFile={config}/platform.env" in unit
+    loaded = f"EnvironmentFile={config}/platform.env" in unit
+    evidence("secrets.market_data", env_file=f"{config}/platform.env", owner=f"{env.user}:{env.group}",
+             mode=f"{env.mode:04o}", loaded_by="systemd EnvironmentFile" if loaded else "?")
+    assert (env.user, env.group, f"{env.mode:04o}") == (wanted["env_file_owner"], "root", wanted["env_file_mode"])
+    assert users.user == "root" and not users.mode & 0o007, f"users.json {users.user} {users.mode:o}"
+    assert loaded
 
 
-def test_state_directory_is_private(host, hostvars):
+@pytest.mark.claim("auth.isolation")
+def test_state_directory_is_private(host, evidence):
+    user = _unit(host, "platform.service", "User")
     state = host.file("/var/lib/platform")
+    evidence("auth.isolation", state_dir="/var/lib/platform", owner=state.user, mode=f"{state.mode:04o}")
     assert state.is_directory
-    assert (state.user, state.mode) == (_var(hostvars, "app_user", "platform"), 0o700)
+    assert (state.user, state.mode) == (user, 0o700)
 
 
-def test_code_is_read_only_for_the_app(host, hostvars):
+@pytest.mark.claim("host.sandbox")
+def test_code_is_read_only_for_the_app(host, hostvars, evidence):
     base = _var(hostvars, "app_base_dir", "/opt/platform")
     current = host.file(f"{base}/current")
     assert current.is_symlink
     assert current.linked_to.startswith(f"{base}/releases/")
-    user = _var(hostvars, "app_user", "platform")
-    probe = host.run(f"setpriv --reuid={user} --regid={user} --clear-groups touch {current.linked_to}/venv/x")
-    assert probe.rc != 0
+    user = _unit(host, "platform.service", "User")
+    # access(2) as the app user: asks, writes nothing.
+    as_app = f"setpriv --reuid={user} --regid={user} --clear-groups"
+    writable = host.run(f"{as_app} test -w {current.linked_to}/venv").rc == 0
+    evidence("host.sandbox", unit="platform.service", release=current.linked_to, code_writable_by_app=writable)
+    assert not writable
 
 
+@pytest.mark.claim("infra.platform")
+@pytest.mark.disruptive(reason="kills the app's main process")
 def test_kill_9_of_the_main_process_is_followed_by_a_restart(host, hostvars):
     port = _port(hostvars)
     before = _main_pid(host)
@@ -177,43 +238,65 @@ def test_kill_9_of_the_main_process_is_followed_by_a_restart(host, hostvars):
     assert _wait(lambda: _healthy(host, port), timeout=60), "the restarted service is not healthy"
 
 
-def test_no_secret_in_process_list_or_journal(host, hostvars):
-    secrets = _secrets(hostvars)
-    ps = host.check_output("ps auxww")
-    journal = host.run("journalctl --no-pager --output=cat --boot").stdout
-    units = host.check_output("systemctl cat platform.service platform-candidate.service platform.socket")
-    for name, value in secrets.items():
-        assert value not in ps, f"{name} appears in ps auxww"
-        assert value not in journal, f"{name} appears in the journal"
-        assert value not in units, f"{name} appears in a unit file"
+@pytest.mark.claim("secrets.market_data")
+def test_no_secret_in_process_list_journal_units_or_responses(host, hostvars, evidence):
+    """The secrets are read ON the host from the app's environment file and searched there
+    (tests/host/probes/secrets_scan.py): they never travel to the controller."""
+    config = _var(hostvars, "app_config_dir", "/etc/platform")
+    paths = ["/", "/healthz", "/api/market/status", "/api/no-such-endpoint"]
+    out = host.check_output(
+        f"echo {_SECRETS_SCAN} | base64 -d | python3 - {config}/platform.env {_port(hostvars)} {' '.join(paths)}"
+    )
+    scan = json.loads(out)
+    found = scan["found"]
+    evidence("secrets.market_data", secrets_searched=scan["secrets"], in_process_arguments=found["process_arguments"],
+             in_unit_files=found["unit_files"], in_journal=found["journal"], journal_lines=scan["journal_lines"],
+             in_responses=found["responses"], responses=scan["responses"])
+    assert scan["secrets"], "no secret found in the environment file to search for"
+    for where, names in found.items():
+        assert not names, f"{names} appear in {where.replace('_', ' ')}"
 
 
-def test_action_log_is_out_of_the_apps_reach(host, hostvars):
+@pytest.mark.claim("actionlog")
+def test_action_log_is_out_of_the_apps_reach(host, hostvars, evidence):
     directory = _var(hostvars, "app_actionlog_dir", "/var/log/platform")
-    user = _var(hostvars, "app_user", "platform")
+    user = _unit(host, "platform.service", "User")
     log_dir = host.file(directory)
-    assert (log_dir.user, log_dir.mode) == (_var(hostvars, "app_actionlog_user", "platform-actionlog"), 0o2750)
     month = datetime.now(UTC).strftime("%Y-%m")
     as_app = f"setpriv --reuid={user} --regid={user} --clear-groups"
-    assert host.run(f"{as_app} cat {directory}/actions-{month}.jsonl").rc != 0
-    assert host.run(f"{as_app} sh -c 'echo forged >> {directory}/actions-{month}.jsonl'").rc != 0
-    assert host.run(f"{as_app} ls {directory}").rc != 0
+    # access(2) as the app user: asks, reads and writes nothing.
+    can = {what: host.run(f"{as_app} test -{flag} {path}").rc == 0 for what, flag, path in (
+        ("read_file", "r", f"{directory}/actions-{month}.jsonl"),
+        ("write_file", "w", f"{directory}/actions-{month}.jsonl"),
+        ("list_dir", "r", directory),
+    )}
     unit = host.check_output("systemctl cat platform.service")
+    retention = re.search(r"ACTIONLOG_RETENTION_MONTHS=(\d+)", _unit(host, "platform-actionlog.service", "Environment"))
+    evidence("actionlog", dir=directory, owner=log_dir.user, mode=f"{log_dir.mode:04o}", app_can=can,
+             hidden_from_app=f"InaccessiblePaths=-{directory}" in unit,
+             retention_months=int(retention.group(1)) if retention else None)
+    wanted = require("actionlog")
+    assert log_dir.user != user
+    # Append-only for the app: it can neither read, rewrite nor append (the copier appends).
+    assert not any(can.values()) or (wanted["app_can_rewrite"] and not wanted["append_only"]), can
     assert f"InaccessiblePaths=-{directory}" in unit
+    assert retention and int(retention.group(1)) >= require("actionlog")["retention_months_min"]
 
 
-def test_actions_on_loopback_reach_the_jsonl_file(host, hostvars):
-    """Until the TLS edge lands, the same chain proven on loopback: app, journal, copier, file."""
+@pytest.mark.claim("actionlog", "auth.isolation")
+@pytest.mark.disruptive(reason="writes a portfolio of the audit user")
+def test_actions_on_loopback_reach_the_jsonl_file(host, hostvars, account):
+    """The chain on loopback: app, journal, copier, file."""
     port = _port(hostvars)
-    password = hostvars["lab_app_passwords"]["alice"]
+    user, password = account("app_user")
     marker = f"probe-{uuid.uuid4().hex[:8]}"
     script = (
         "import json, urllib.request\n"
-        f"body = json.dumps({{'username': 'alice', 'password': {password!r}}}).encode()\n"
+        f"body = json.dumps({{'username': {user!r}, 'password': {password!r}}}).encode()\n"
         f"req = urllib.request.Request('http://127.0.0.1:{port}/api/auth/login', body,\n"
         "    {'Content-Type': 'application/json'})\n"
         "token = json.load(urllib.request.urlopen(req, timeout=10))['access_token']\n"
-        f"req = urllib.request.Request('http://127.0.0.1:{port}/api/portfolios/alice/{marker}',\n"
+        f"req = urllib.request.Request('http://127.0.0.1:{port}/api/portfolios/{user}/{marker}',\n"
         "    b'{\"AAPL\": 1}', {'Content-Type': 'application/json',\n"
         "    'Authorization': 'Bearer ' + token}, method='PUT')\n"
         "print(urllib.request.urlopen(req, timeout=10).status)\n"
@@ -228,13 +311,15 @@ def test_actions_on_loopback_reach_the_jsonl_file(host, hostvars):
         ]
 
     records = _wait(written, timeout=20)
-    assert records and records[0]["user"] == "alice"
-    assert set(records[0]) >= {"ts", "user", "op", "details"}
+    assert records and records[0]["user"] == user
+    assert set(records[0]) >= set(require("actionlog")["fields"])
 
 
 # --- a release that fails its health check ----------------------------------------------------
 
 
+@pytest.mark.claim("infra.platform")
+@pytest.mark.disruptive(reason="reruns Ansible with a broken release")
 def test_failing_release_leaves_the_previous_one_serving(host, hostvars, tmp_path, request):
     inventory = request.config.getoption("ansible_inventory")
     if not inventory:
@@ -283,12 +368,16 @@ def test_failing_release_leaves_the_previous_one_serving(host, hostvars, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def site(hostvars) -> str:
-    return f"www.{hostvars['lab_domain']}"
+def site(sites, hostvars) -> str:
+    """The public name of the site nginx proxies to the app (the inventory's nginx_sites)."""
+    port = _port(hostvars)
+    names = [s["server_names"][0] for s in sites if str(s.get("upstream", "")).rstrip("/").endswith(f":{port}")]
+    assert names, f"no nginx site proxies to the app's port {port}"
+    return names[0]
 
 
 def _request(probe, site, path, **kwargs):
-    """probe.request, waiting out the edge's API rate limit (60/min, burst 10) on a 429."""
+    """probe.request (paced under the edge's limits), waiting out a 429 should one come."""
     for _ in range(15):
         resp = probe.request(site, path, **kwargs)
         if resp.status != 429:
@@ -303,68 +392,182 @@ def _login(probe, site, user, password) -> str:
         headers={"Content-Type": "application/json"},
         body=json.dumps({"username": user, "password": password}),
     )
-    assert resp.status == 200, resp.body[:200]
+    assert resp.status == 200, f"login as the audit account {user}: HTTP {resp.status}"
     return resp.json()["access_token"]
 
 
 @pytest.fixture(scope="module")
-def tokens(probe, site, hostvars) -> dict[str, str]:
-    passwords = hostvars["lab_app_passwords"]
-    return {user: _login(probe, site, user, passwords[user]) for user in ("admin", "alice")}
+def user_token(probe, site, account) -> tuple[str, str]:
+    name, password = account("app_user")
+    return name, _login(probe, site, name, password)
+
+
+@pytest.fixture(scope="module")
+def admin_token(probe, site, account) -> tuple[str, str]:
+    name, password = account("app_admin")
+    return name, _login(probe, site, name, password)
+
+
+# Run on the host: each user's name, role and bcrypt cost, never a hash.
+_USERS_SCRIPT = (
+    "import json, re, sys\n"
+    "users = json.load(open(sys.argv[1]))['users']\n"
+    "out = []\n"
+    "for name, entry in users.items():\n"
+    "    m = re.match(r'[$](2[aby])[$]([0-9]+)[$]', entry.get('password_hash', ''))\n"
+    "    out.append([name, entry.get('role'), m.group(1) if m else None, int(m.group(2)) if m else None])\n"
+    "print(json.dumps(out))\n"
+)
+
+
+def _users(host, hostvars) -> list[list]:
+    config = _var(hostvars, "app_config_dir", "/etc/platform")
+    return json.loads(host.check_output(f"python3 -c {shlex.quote(_USERS_SCRIPT)} {config}/users.json"))
+
+
+@pytest.fixture(scope="module")
+def other_user(host, hostvars, user_token) -> str:
+    """Another user of the app (its name only, read from the users file on the host)."""
+    others = [name for name, *_ in _users(host, hostvars) if name != user_token[0]]
+    if not others:
+        pytest.skip("the app has no second user to test isolation against")
+    return others[0]
 
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_nginx_admin_endpoint_401_403_200(probe, site, tokens):
-    assert _request(probe, site, "/api/admin/actions").status == 401
-    assert _request(probe, site, "/api/admin/actions", headers=_bearer(tokens["alice"])).status == 403
-    resp = _request(probe, site, "/api/admin/actions?limit=5", headers=_bearer(tokens["admin"]))
-    assert resp.status == 200
-    assert "actions" in resp.json()
+@pytest.mark.claim("auth.rbac")
+def test_admin_endpoint_refuses_anonymous_requests(probe, site, evidence):
+    wanted = require("auth.rbac")
+    status = _request(probe, site, wanted["admin_path"]).status
+    evidence("auth.rbac", anonymous=status)
+    assert status == wanted["anonymous_status"]
 
 
-def test_nginx_cross_user_portfolio_refused(probe, site, tokens):
-    resp = _request(probe, site, "/api/portfolios/bob/main", headers=_bearer(tokens["alice"]))
-    assert resp.status == 403
+@pytest.mark.claim("auth.rbac")
+def test_admin_endpoint_refuses_non_admins(probe, site, user_token, evidence):
+    wanted = require("auth.rbac")
+    status = _request(probe, site, wanted["admin_path"], headers=_bearer(user_token[1])).status
+    evidence("auth.rbac", non_admin=status)
+    assert status == wanted["non_admin_status"]
+
+
+@pytest.mark.claim("auth.rbac", "actionlog")
+def test_admin_endpoint_serves_admins(probe, site, admin_token, evidence):
+    wanted = require("auth.rbac")
+    resp = _request(probe, site, f"{require('actionlog')['admin_api']}?limit=5", headers=_bearer(admin_token[1]))
+    records = resp.json().get("actions", []) if resp.status == 200 else []
+    evidence("auth.rbac", admin=resp.status)
+    evidence("actionlog", admin_api=resp.status, fields_seen=sorted({k for r in records for k in r}))
+    assert resp.status == wanted["admin_status"]
+    assert isinstance(resp.json()["actions"], list)
+
+
+@pytest.mark.claim("auth.jwt")
+def test_tokens_are_short_lived_hs256_and_verified(probe, site, user_token, evidence):
+    wanted = require("auth.jwt")
+    token = user_token[1]
+    head, body, signature = token.split(".")
+    header, claims = _b64url_json(head), _b64url_json(body)
+    lifetime = claims["exp"] - claims["iat"]
+    forged_sig = f"{head}.{body}.{_b64url(bytes(32))}"
+    tampered = f"{head}.{_b64url(json.dumps({**claims, 'role': 'admin'}).encode())}.{signature}"
+    unsigned = f"{_b64url(json.dumps({'alg': 'none', 'typ': 'JWT'}).encode())}.{body}."
+    statuses = {"genuine": _request(probe, site, "/api/me", headers=_bearer(token)).status}
+    for name, value in (("forged_signature", forged_sig), ("tampered_claims", tampered), ("alg_none", unsigned)):
+        statuses[name] = _request(probe, site, "/api/me", headers=_bearer(value)).status
+    evidence("auth.jwt", algorithm=header.get("alg"), lifetime_seconds=lifetime, server_state="none (stateless)",
+             statuses=statuses)
+    assert header.get("alg") == wanted["algorithm"]
+    assert 0 < lifetime <= wanted["lifetime_seconds_max"]
+    assert statuses["genuine"] == 200
+    for name in wanted["rejects"]:
+        assert statuses[name] == 401, f"{name}: HTTP {statuses[name]}"
+
+
+@pytest.mark.claim("auth.bcrypt")
+def test_password_hashes_are_bcrypt_with_the_policy_cost(host, hostvars, evidence):
+    """Read on the host: only each hash's scheme and cost leave it, never a hash."""
+    found = _users(host, hostvars)
+    schemes = sorted({f"${scheme}$" if scheme else "not bcrypt" for _, _, scheme, _ in found})
+    costs = [cost for *_, cost in found]
+    evidence("auth.bcrypt", users=len(found), schemes=schemes, costs=sorted(set(costs), key=str))
+    wanted = require("auth.bcrypt")
+    assert wanted["algorithm"] == "bcrypt"
+    assert found, "no users"
+    assert all(scheme for _, _, scheme, _ in found), "a password hash is not bcrypt"
+    assert all(c is not None and c >= wanted["cost_min"] for c in costs), costs
+
+
+@pytest.mark.claim("auth.isolation")
+def test_cross_user_reads_refused_alike(probe, site, user_token, other_user, evidence):
+    wanted = require("auth.isolation")
+    token = user_token[1]
+    other = _request(probe, site, f"/api/portfolios/{other_user}/main", headers=_bearer(token))
+    listing = _request(probe, site, f"/api/portfolios/{other_user}", headers=_bearer(token))
+    missing = _request(probe, site, "/api/portfolios/no-such-user-audit/main", headers=_bearer(token))
+    evidence("auth.isolation", other_users_portfolio=other.status, other_users_list=listing.status,
+             missing_users_portfolio=missing.status)
+    assert other.status in wanted["cross_user_status"]
+    assert listing.status in wanted["cross_user_status"]
+    if wanted["indistinguishable"]:
+        assert other.status == missing.status and other.body == missing.body, (
+            f"another user's portfolio ({other.status} {other.body[:60]!r}) and a missing user's "
+            f"({missing.status} {missing.body[:60]!r}) can be told apart"
+        )
+
+
+@pytest.mark.claim("auth.isolation")
+@pytest.mark.disruptive(reason="would write another user's portfolio if the isolation were broken")
+def test_cross_user_write_refused(probe, site, user_token, other_user):
     resp = _request(
-        probe, site, "/api/portfolios/bob/main", method="PUT", body=b'{"x": 1}',
-        headers={**_bearer(tokens["alice"]), "Content-Type": "application/json"},
+        probe, site, f"/api/portfolios/{other_user}/main", method="PUT", body=b'{"x": 1}',
+        headers={**_bearer(user_token[1]), "Content-Type": "application/json"},
     )
     assert resp.status == 403
 
 
+@pytest.mark.claim("auth.isolation")
 @pytest.mark.parametrize(
-    "path",
+    "template",
     [
-        "/api/portfolios/alice/..%2f..%2fetc%2fpasswd",
-        "/api/portfolios/alice/%2e%2e",
-        "/api/portfolios/alice/..%252f..%252fusers.json",
-        "/api/portfolios/..%2fbob/main",
-        "/api/portfolios/alice/main%00.json",
+        "/api/portfolios/{me}/..%2f..%2fetc%2fpasswd",
+        "/api/portfolios/{me}/%2e%2e",
+        "/api/portfolios/{me}/..%252f..%252fusers.json",
+        "/api/portfolios/..%2f{other}/main",
+        "/api/portfolios/{me}/main%00.json",
     ],
 )
-def test_nginx_traversal_refused(probe, site, tokens, path):
-    resp = _request(probe, site, path, headers=_bearer(tokens["alice"]))
-    assert resp.status in (400, 403, 404), (path, resp.status)
+def test_traversal_refused(probe, site, user_token, other_user, template, evidence):
+    path = template.format(me=user_token[0], other=other_user)
+    resp = _request(probe, site, path, headers=_bearer(user_token[1]))
+    evidence("auth.isolation", traversal=template, status=resp.status)
+    assert resp.status in require("auth.isolation")["path_traversal_status"], (path, resp.status)
     assert b"root:" not in resp.body and b"password_hash" not in resp.body
 
 
-def test_nginx_actions_appear_in_the_jsonl_file(host, hostvars, probe, site, tokens):
-    assert _request(probe, site, "/api/admin/actions?limit=7", headers=_bearer(tokens["admin"])).status == 200
-    assert _request(probe, site, "/api/portfolios/bob/main", headers=_bearer(tokens["alice"])).status == 403
+@pytest.mark.claim("actionlog")
+def test_actions_through_nginx_appear_in_the_jsonl_file(host, hostvars, probe, site, user_token, admin_token,
+                                                         other_user, evidence):
+    admin, user = admin_token[0], user_token[0]
+    assert _request(probe, site, "/api/admin/actions?limit=7", headers=_bearer(admin_token[1])).status == 200
+    assert _request(probe, site, f"/api/portfolios/{other_user}/main", headers=_bearer(user_token[1])).status == 403
 
     def seen():
         records = _action_lines(host, hostvars)
         admin_view = [r for r in records if r["op"] == "admin_view" and r["details"].get("limit") == 7]
-        denied = [r for r in records if r["op"] == "access_denied" and r["user"] == "alice"
-                  and r["details"].get("owner") == "bob"]
-        logins = [r for r in records if r["op"] == "login" and r["user"] in ("admin", "alice")]
+        denied = [r for r in records if r["op"] == "access_denied" and r["user"] == user
+                  and r["details"].get("owner") == other_user]
+        logins = [r for r in records if r["op"] == "login" and r["user"] in (admin, user)]
         return (admin_view, denied, logins) if admin_view and denied and logins else None
 
     found = _wait(seen, timeout=20)
+    last = found[0][-1] if found else {}
+    evidence("actionlog", format=require("actionlog")["format"], record_fields=sorted(last),
+             client_ip_recorded=last.get("ip"))
     assert found, "the actions did not reach the JSONL file within 20 s"
-    admin_view, _, _ = found
+    assert set(last) >= set(require("actionlog")["fields"])
     # nginx's X-Forwarded-For is trusted from 127.0.0.1 only: the client address is the controller's.
-    assert admin_view[-1]["ip"] not in (None, "127.0.0.1")
+    assert last["ip"] not in (None, "127.0.0.1")

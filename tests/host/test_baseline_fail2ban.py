@@ -5,6 +5,8 @@ unbanned when the ban time is over. The offending client is a SECOND address of 
 controller (added to the lab bridge for the test and removed afterwards): the controller's
 own address is on the lab's ignore list and is never banned. The nginx rate-limit jail is
 proven with rejection lines in nginx's error-log format from a documentation address.
+Both ban, so both are disruptive; the audit reads the jails and their settings only. The
+bounds (maxretry, bantime) come from the policy (host.ssh); the ignore list is host-specific.
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ import random
 import subprocess
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
-import yaml
 
-DEFAULTS = yaml.safe_load((Path(__file__).resolve().parents[2] / "roles/baseline/defaults/main.yml").read_text())
+from policy import require
+
 TEST_BANTIME = 15
 
 
-def setting(hostvars: dict, name: str):
-    return hostvars.get(name, DEFAULTS[name])
+def setting(hostvars, name: str):
+    """A host-specific setting (role defaults merged under the inventory by conftest)."""
+    return hostvars[name]
 
 
 def f2b(host, *args: str) -> str:
@@ -111,26 +113,36 @@ def ssh_from(client: str, address: str, port: int, user: str = "nosuchuser") -> 
     )
 
 
-def test_jails_running_with_ban_actions(host):
+@pytest.mark.claim("host.ssh", "ratelimit.edge")
+def test_jails_running_with_ban_actions(host, evidence):
     assert host.service("fail2ban").is_enabled
     assert host.service("fail2ban").is_running
     status = f2b(host, "status")
-    for jail in ("sshd", "nginx-limit-req"):
-        assert jail in status
+    jails = status.split("Jail list:", 1)[1].replace(",", " ").split() if "Jail list:" in status else []
+    actions = {jail: f2b(host, "get", jail, "actions").split()[-1] for jail in jails}
+    evidence("host.ssh", fail2ban_jails=jails, fail2ban_actions=actions)
+    for jail in [*require("host.ssh")["fail2ban_jails"], "nginx-limit-req"]:
+        assert jail in jails, f"{jail} not running: {jails}"
         # A jail without actions detects but never bans (fail2ban reload pitfall).
         assert "nftables" in f2b(host, "get", jail, "actions"), jail
 
 
-def test_configured_ban_settings(host, hostvars):
-    assert f2b(host, "get", "sshd", "bantime").strip() == str(setting(hostvars, "baseline_fail2ban_bantime"))
-    assert f2b(host, "get", "sshd", "maxretry").strip() == str(setting(hostvars, "baseline_fail2ban_maxretry"))
-    assert f2b(host, "get", "nginx-limit-req", "bantime").strip() == str(
-        setting(hostvars, "baseline_fail2ban_nginx_limit_req_bantime"))
+@pytest.mark.claim("host.ssh")
+def test_ban_settings_within_policy(host, hostvars, evidence):
+    wanted = require("host.ssh")
+    bantime = int(f2b(host, "get", "sshd", "bantime").strip())
+    maxretry = int(f2b(host, "get", "sshd", "maxretry").strip())
     ignored = f2b(host, "get", "sshd", "ignoreip")
-    for net in setting(hostvars, "baseline_fail2ban_ignoreip"):
+    evidence("host.ssh", fail2ban_sshd_bantime=bantime, fail2ban_sshd_maxretry=maxretry,
+             fail2ban_nginx_bantime=int(f2b(host, "get", "nginx-limit-req", "bantime").strip()))
+    assert maxretry <= wanted["fail2ban_maxretry_max"]
+    assert bantime >= wanted["fail2ban_bantime_min"]
+    for net in setting(hostvars, "baseline_fail2ban_ignoreip"):  # host-specific: the admin networks
         assert net in ignored
 
 
+@pytest.mark.claim("host.ssh")
+@pytest.mark.disruptive(reason="bans an address (a second controller address, unbanned after)")
 def test_ssh_offender_banned_then_unbanned(host, hostvars, address, second_client):
     port = setting(hostvars, "baseline_ssh_port")
     configured = str(setting(hostvars, "baseline_fail2ban_bantime"))
@@ -164,6 +176,8 @@ def test_ssh_offender_banned_then_unbanned(host, hostvars, address, second_clien
         assert unban_until_settled(host, "sshd", second_client), f"{second_client} stays banned"
 
 
+@pytest.mark.claim("ratelimit.edge")
+@pytest.mark.disruptive(reason="writes lines into nginx's error log and bans a documentation address")
 def test_nginx_rate_limit_offender_banned(host, hostvars):
     """Rejection lines as nginx writes them at limit_req_log_level warn ban the client."""
     log = setting(hostvars, "baseline_fail2ban_nginx_error_log")

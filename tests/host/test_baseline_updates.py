@@ -1,26 +1,30 @@
-"""Host baseline, automatic security updates (roles/baseline/tasks/updates.yml).
+"""Host baseline, automatic security updates (roles/baseline/tasks/updates.yml; host.updates).
 
 unattended-upgrades is switched on and allows the security suite only; the upgrade and
-the (optional) reboot stay clear of the 03:00 UTC backup.
+the (optional) reboot stay clear of the nightly backup: the backup timer's time as
+measured on the host, and the policy's (backup.schedule), whichever the host has.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 
 import pytest
-import yaml
 
-DEFAULTS = yaml.safe_load((Path(__file__).resolve().parents[2] / "roles/baseline/defaults/main.yml").read_text())
+from policy import require
 
-
-def setting(hostvars: dict, name: str):
-    return hostvars.get(name, DEFAULTS[name])
+pytestmark = pytest.mark.claim("host.updates")
+GUARD = require("host.updates")["clear_of_backup_minutes"]
 
 
-def minutes(hhmm: str) -> int:
-    hours, mins = hhmm.split(":")
+def _minutes(calendar: str) -> int:
+    """Minutes after midnight of a daily systemd calendar (HH:MM[:SS] in it) or HH:MM."""
+    hours, mins = re.search(r"(\d{1,2}):(\d{2})(?::\d{2})?(?!.*\d:\d)", calendar).groups()
     return int(hours) * 60 + int(mins)
+
+
+def _distance(a: int, b: int) -> int:
+    return min((a - b) % 1440, (b - a) % 1440)
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +32,33 @@ def apt_config(host) -> str:
     return host.check_output("apt-config dump")
 
 
-def test_periodic_upgrades_enabled(host, apt_config):
-    assert host.package("unattended-upgrades").is_installed
-    assert 'APT::Periodic::Update-Package-Lists "1";' in apt_config
-    assert 'APT::Periodic::Unattended-Upgrade "1";' in apt_config
+@pytest.fixture(scope="module")
+def backup_times(host) -> dict[str, int]:
+    """The backup start the upgrades must stay clear of: the policy's, and the host's timer."""
+    times = {"policy": _minutes(require("backup.schedule")["calendar"])}
+    timer = host.run("TZ=UTC systemctl show backup.timer -p TimersCalendar --value")
+    if timer.rc == 0 and "OnCalendar=" in timer.stdout:
+        times["backup.timer"] = _minutes(timer.stdout.split("OnCalendar=", 1)[1].split(";")[0])
+    return times
 
 
-def test_only_the_security_suite_is_allowed(host, apt_config):
-    origins = [line for line in apt_config.splitlines()
+def test_periodic_upgrades_enabled(host, apt_config, evidence):
+    installed = host.package("unattended-upgrades").is_installed
+    lists = 'APT::Periodic::Update-Package-Lists "1";' in apt_config
+    upgrade = 'APT::Periodic::Unattended-Upgrade "1";' in apt_config
+    evidence("host.updates", unattended_upgrades=installed and lists and upgrade)
+    assert installed and lists and upgrade
+
+
+def test_only_the_security_suite_is_allowed(apt_config, evidence):
+    origins = [line.split(" ", 1)[1].strip('";') for line in apt_config.splitlines()
                if line.startswith(("Unattended-Upgrade::Origins-Pattern::", "Unattended-Upgrade::Allowed-Origins::"))]
+    evidence("host.updates", origins=origins)
     assert origins, "no origins configured"
-    assert all("security" in line for line in origins), origins
+    assert all("security" in line for line in origins) or not require("host.updates")["security_suite_only"], origins
 
 
+@pytest.mark.disruptive(reason="unattended-upgrade --dry-run downloads packages into the apt cache and writes its log")
 def test_dry_run_uses_the_security_suite(host):
     """What unattended-upgrade itself resolves the patterns to, on this release."""
     with host.sudo():
@@ -53,17 +71,37 @@ def test_dry_run_uses_the_security_suite(host):
     assert "label=Debian," not in allowed[0] and f"codename={codename}," not in allowed[0]
 
 
-def test_reboot_policy_and_window(apt_config, hostvars):
-    reboot = setting(hostvars, "baseline_updates_automatic_reboot")
-    assert f'Unattended-Upgrade::Automatic-Reboot "{str(reboot).lower()}";' in apt_config
-    time = setting(hostvars, "baseline_updates_reboot_time")
-    assert f'Unattended-Upgrade::Automatic-Reboot-Time "{time}";' in apt_config
-    backup = minutes(setting(hostvars, "baseline_updates_backup_time"))
-    distance = min((minutes(time) - backup) % 1440, (backup - minutes(time)) % 1440)
-    assert distance >= setting(hostvars, "baseline_updates_backup_guard_minutes")
+def test_reboot_window_clear_of_backup(apt_config, backup_times, evidence):
+    reboot = re.search(r'Unattended-Upgrade::Automatic-Reboot "(\w+)";', apt_config)
+    at = re.search(r'Unattended-Upgrade::Automatic-Reboot-Time "([0-9:]+)";', apt_config)
+    enabled = bool(reboot) and reboot.group(1) == "true"
+    evidence("host.updates", automatic_reboot=enabled, reboot_time=at.group(1) if at else None)
+    if enabled:
+        assert at, "automatic reboot without a time"
+        for source, minute in backup_times.items():
+            distance = _distance(_minutes(at.group(1)), minute)
+            assert distance >= GUARD, f"reboot at {at.group(1)} near the backup ({source})"
 
 
-def test_upgrade_timer_clear_of_backup(host, hostvars):
-    timer = host.check_output("systemctl show -p TimersCalendar apt-daily-upgrade.timer")
-    assert f"{setting(hostvars, 'baseline_updates_upgrade_time')}:00 UTC" in timer, timer
+def test_upgrade_timer_clear_of_backup(host, backup_times, evidence):
+    calendar = host.check_output("TZ=UTC systemctl show -p TimersCalendar --value apt-daily-upgrade.timer")
+    delay = host.check_output("systemctl show -p RandomizedDelayUSec --value apt-daily-upgrade.timer")
+    spread = _spread_minutes(delay)
+    start = _minutes(calendar.split("OnCalendar=", 1)[1].split(";")[0])
+    evidence("host.updates", upgrade_calendar=calendar.split("OnCalendar=", 1)[1].split(";")[0].strip(),
+             upgrade_spread_minutes=spread,
+             backup_start_utc={k: f"{v // 60:02d}:{v % 60:02d}" for k, v in backup_times.items()})
     assert host.service("apt-daily-upgrade.timer").is_enabled
+    for source, minute in backup_times.items():
+        # The window runs from the start to start + spread; both ends stay clear.
+        clearance = min(_distance(start, minute), _distance((start + spread) % 1440, minute))
+        inside = (minute - start) % 1440 <= spread
+        assert not inside and clearance >= GUARD, f"upgrade window {calendar} +{spread} min near the backup ({source})"
+
+
+def _spread_minutes(value: str) -> int:
+    """systemd's RandomizedDelayUSec ("30min", "1h 30min", "0") in minutes."""
+    total = 0.0
+    for number, unit in re.findall(r"([\d.]+)\s*(h|min|s|ms|us)?", value):
+        total += float(number) * {"h": 60, "min": 1, "s": 1 / 60, "ms": 1 / 60000, "us": 1 / 6e7}.get(unit or "us", 0)
+    return round(total)

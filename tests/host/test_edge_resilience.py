@@ -6,6 +6,9 @@
   the site keeps serving.
 - certbot renews through the packaged timer; a failed renewal keeps the current
   certificate and fails visibly.
+
+Everything here that reruns Ansible, talks to the ACME server or forces a renewal is
+disruptive (`make verify` only); the timer and the deploy hook are read from the host.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from policy import require
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +37,8 @@ def _config_state(host) -> str:
     return host.check_output("cat /etc/nginx/nginx.conf /etc/nginx/platform/sites/*.conf | sha256sum")
 
 
-@pytest.mark.disruptive
+@pytest.mark.claim("tls.versions")
+@pytest.mark.disruptive(reason="reruns Ansible against the host")
 def test_bad_input_is_refused_before_any_change(request, host):
     before = _config_state(host)
     proc = _playbook(request, host, "-e", json.dumps({"nginx_tls_profile": "old"}))
@@ -42,7 +48,26 @@ def test_bad_input_is_refused_before_any_change(request, host):
     assert _config_state(host) == before
 
 
-@pytest.mark.disruptive
+@pytest.mark.claim("tls.hsts", "ratelimit.edge")
+@pytest.mark.disruptive(reason="reruns Ansible against the host")
+@pytest.mark.parametrize(("variable", "value", "claim"), [
+    ("nginx_hsts_max_age", 300, "tls.hsts"),
+    ("nginx_ratelimit_general_rate", "300r/m", "ratelimit.edge"),
+])
+def test_an_inventory_weakening_a_claim_stops_in_preflight(request, host, variable, value, claim, evidence):
+    """Without a named exception (policy_exceptions), the policy preflight refuses it before
+    anything changes on the host."""
+    before = _config_state(host)
+    proc = _playbook(request, host, "-e", json.dumps({variable: value, "policy_exceptions": []}))
+    out = " ".join((proc.stdout + proc.stderr).split())
+    evidence(claim, preflight_refuses={variable: value, "rc": proc.returncode})
+    assert proc.returncode != 0, out[-2000:]
+    assert f"policy claim {claim}" in out, out[-2000:]
+    assert _config_state(host) == before
+
+
+@pytest.mark.claim("proxy.edge")
+@pytest.mark.disruptive(reason="reruns Ansible against the host")
 def test_a_rejected_configuration_is_rolled_back_and_the_site_keeps_serving(request, host, probe, sites):
     name = sites[0]["server_names"][0]
     before = _config_state(host)
@@ -58,20 +83,31 @@ def test_a_rejected_configuration_is_rolled_back_and_the_site_keeps_serving(requ
     assert probe.request(name, "/.well-known/security.txt").status == 200
 
 
-def test_renewal_timer_is_the_only_scheduler(host):
-    timer = host.service("certbot.timer")
-    assert timer.is_enabled and timer.is_running
+@pytest.mark.claim("tls.certificate")
+def test_renewal_timer_is_the_only_scheduler(host, evidence):
+    unit = require("tls.certificate")["renewal_timer"]
+    timer = host.service(unit)
     cron = host.file("/etc/cron.d/certbot")
-    if cron.exists:  # Debian's cron entry stands down when systemd runs the timer
-        assert "/run/systemd/system" in cron.content_string
+    cron_stands_down = not cron.exists or "/run/systemd/system" in cron.content_string
+    evidence(
+        "tls.certificate",
+        renewal_scheduler=f"systemd timer {unit}" if timer.is_enabled and timer.is_running else "none running",
+        renewal_next_run=host.run(f"TZ=UTC systemctl show {unit} -p NextElapseUSecRealtime --value").stdout.strip(),
+        cron_entry="absent" if not cron.exists else "stands down under systemd" if cron_stands_down else "active",
+    )
+    assert timer.is_enabled and timer.is_running
+    assert cron_stands_down  # Debian's cron entry stands down when systemd runs the timer
 
 
+@pytest.mark.claim("tls.certificate")
 def test_deploy_hook_tests_before_reloading(host):
     hook = host.file("/etc/letsencrypt/renewal-hooks/deploy/50-platform-nginx-reload")
     assert hook.mode == 0o755
     assert "nginx -t" in hook.content_string and "systemctl reload nginx" in hook.content_string
 
 
+@pytest.mark.claim("tls.certificate")
+@pytest.mark.disruptive(reason="asks the ACME server for test certificates (writes under /etc/letsencrypt)")
 def test_renewal_dry_run_succeeds(host, sites, hostvars):
     # A dry run goes to Let's Encrypt's staging server unless told otherwise: name the
     # configured ACME server (the lab's Pebble; staging stays the default for production).
@@ -86,7 +122,8 @@ def test_renewal_dry_run_succeeds(host, sites, hostvars):
         assert "succeeded" in out.stdout + out.stderr
 
 
-@pytest.mark.disruptive
+@pytest.mark.claim("tls.certificate")
+@pytest.mark.disruptive(reason="forces a renewal that fails")
 def test_failed_renewal_keeps_the_current_certificate_and_fails_visibly(host, probe, sites):
     site = sites[0]
     name = site["server_names"][0]

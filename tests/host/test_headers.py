@@ -1,71 +1,78 @@
 """Policy: "All responses include: Strict-Transport-Security, X-Frame-Options (DENY),
 X-Content-Type-Options (nosniff), X-XSS-Protection, Referrer-Policy, and
-Permissions-Policy" - on errors too, and HSTS for one year.
+Permissions-Policy" - on errors too, and HSTS for one year (headers.security, tls.hsts).
 
 Set in roles/nginx/defaults/main.yml (nginx_security_headers, nginx_hsts_*), enforced by
 roles/nginx/templates/headers.conf.j2 (`add_header ... always`, included in every location).
+The allowed values come from policy/claims.yml (policy.header_problems); the inventory only
+says which sites exist. Only the 502 check is disruptive (it stops the upstream).
 """
 
 from __future__ import annotations
 
 import re
 import time
+from urllib.parse import urlsplit
 
 import pytest
 from edge import burst
 
-REQUIRED = {
-    "Strict-Transport-Security",
-    "X-Frame-Options",
-    "X-Content-Type-Options",
-    "Referrer-Policy",
-    "Permissions-Policy",
-    "Content-Security-Policy",
-    "Cross-Origin-Opener-Policy",
-}
+from policy import header_problems, hsts_max_age, require
+
+POLICY_HEADERS = list(require("headers.security")["headers"])
+# The statuses each header must be on (policy on_status); 429 and 502 have checks of their own.
+ON_STATUS = sorted(set(require("headers.security")["on_status"]) | set(require("tls.hsts")["on_status"]))
+PATHS = {200: "/.well-known/security.txt", 404: "/_edge/not-here"}
 
 
-def expected_headers(hostvars: dict, site: dict) -> dict[str, str]:
-    hsts = f"max-age={hostvars['nginx_hsts_max_age']}"
-    if hostvars.get("nginx_hsts_include_subdomains"):
-        hsts += "; includeSubDomains"
-    if hostvars.get("nginx_hsts_preload"):
-        hsts += "; preload"
-    headers = {**hostvars["nginx_security_headers"], "Strict-Transport-Security": hsts, **site.get("headers", {})}
-    return {k: v for k, v in headers.items() if v is not None}
+def _seen(get) -> dict[str, str | None]:
+    """The policy's headers as a response carried them (for the evidence)."""
+    return {name: get(name) for name in POLICY_HEADERS}
 
 
-def assert_headers(headers, expected: dict[str, str], what: str) -> None:
-    missing = REQUIRED - {k for k in expected}
-    assert not missing, f"the policy's headers are not all configured: {missing}"
-    for name, value in expected.items():
-        assert headers.get(name) == value, f"{what}: {name} is {headers.get(name)!r}, expected {value!r}"
-    xss = headers.get("X-XSS-Protection")
-    assert xss in (None, "0"), f"{what}: X-XSS-Protection {xss!r} (deprecated: send 0 or nothing)"
+def _record(evidence, name: str, status: int, get) -> None:
+    evidence("headers.security", site=name, status=status, headers=_seen(get),
+             x_xss_protection=get("X-XSS-Protection"))
+    hsts = get("Strict-Transport-Security")
+    evidence("tls.hsts", site=name, status=status, hsts_max_age=hsts_max_age(hsts), header=hsts)
+    assert (hsts_max_age(hsts) or 0) >= require("tls.hsts")["max_age_min"], f"{name} {status}: HSTS {hsts!r}"
 
 
-def test_hsts_is_one_year_by_default(hostvars):
-    assert hostvars["nginx_hsts_max_age"] >= 31536000
+def _assert_policy_headers(get, what: str) -> None:
+    problems = header_problems(get)
+    assert not problems, f"{what}: {problems}"
 
 
-@pytest.mark.parametrize("path,status", [("/.well-known/security.txt", 200), ("/_edge/not-here", 404)])
-def test_headers_on_success_and_not_found(probe, sites, hostvars, path, status):
+@pytest.mark.claim("headers.security", "tls.hsts")
+@pytest.mark.parametrize("status", [s for s in ON_STATUS if s in PATHS])
+def test_headers_on_success_and_not_found(probe, sites, status, evidence):
+    path = PATHS[status]
     for site in sites:
         name = site["server_names"][0]
         resp = probe.request(name, path)
+        _record(evidence, name, resp.status, resp.header)
         assert resp.status == status
-        assert_headers(resp.headers, expected_headers(hostvars, site), f"{name}{path} ({status})")
+        _assert_policy_headers(resp.header, f"{name}{path} ({status})")
+        for header in POLICY_HEADERS:
+            assert len(resp.headers.get_all(header) or []) == 1, f"{name}{path}: {header} sent twice"
 
 
-def test_headers_on_rate_limited_responses(host, sites, hostvars):
+@pytest.mark.claim("headers.security", "tls.hsts")
+def test_headers_on_rate_limited_responses(host, sites, evidence):
+    """A 429 from the edge's rate limit carries every header too (a burst from a fresh
+    loopback address on the host: nothing is banned, the budget of real clients is untouched)."""
     for site in sites:
         name = site["server_names"][0]
-        result = burst(host, name, "/.well-known/security.txt", hostvars["nginx_ratelimit_general_burst"] + 3)
+        result = burst(host, name, "/.well-known/security.txt", require("ratelimit.edge")["general_burst_max"] + 5)
         refused = result["first_429"]
-        assert refused, result["statuses"]
-        lower = {k.lower(): v for k, v in expected_headers(hostvars, site).items()}
-        for key, value in lower.items():
-            assert refused["headers"].get(key) == value, f"{name} 429: {key}"
+        assert refused, f"{name}: no 429 in {result['statuses']}"
+        headers = refused["headers"]  # lower-case names (tests/host/probes/burst.py)
+
+        def get(header: str, headers: dict = headers) -> str | None:
+            return headers.get(header.lower())
+
+        _record(evidence, name, 429, get)
+        _assert_policy_headers(get, f"{name} 429")
 
 
 def _upstream_units(host, upstream: str) -> list[str]:
@@ -98,8 +105,9 @@ def _wait_until_served(probe, name: str, seconds: float = 60) -> None:
         time.sleep(1)
 
 
-@pytest.mark.disruptive
-def test_headers_on_bad_gateway(probe, host, sites, hostvars):
+@pytest.mark.claim("headers.security", "tls.hsts")
+@pytest.mark.disruptive(reason="stops each site's upstream service to get a 502")
+def test_headers_on_bad_gateway(probe, host, sites, evidence):
     """With the upstream down, nginx answers 502 with its own page, still with every header."""
     for site in sites:
         name = site["server_names"][0]
@@ -112,25 +120,59 @@ def test_headers_on_bad_gateway(probe, host, sites, hostvars):
             if units:
                 host.run(f"systemctl start {' '.join(units)}")
                 _wait_until_served(probe, name)
+        _record(evidence, name, resp.status, resp.header)
         assert resp.status == 502, f"{name}: {resp.status} (upstream units stopped: {units})"
         assert b"temporarily unavailable" in resp.body
-        assert_headers(resp.headers, expected_headers(hostvars, site), f"{name} 502")
+        _assert_policy_headers(resp.header, f"{name} 502")
 
 
-def test_api_responses_are_not_cached(probe, sites, hostvars):
+@pytest.mark.claim("headers.security")
+def test_api_responses_are_not_cached(probe, sites, evidence):
+    wanted = require("headers.security")["api_cache_control"]
     for site in sites:
         name = site["server_names"][0]
         resp = probe.request(name, f"{site.get('api_prefix', '/api/')}cache-probe")
-        assert resp.header("Cache-Control") == hostvars["nginx_api_cache_control"]
+        evidence("headers.security", site=name, api_cache_control=resp.header("Cache-Control"))
+        assert resp.header("Cache-Control") == wanted
 
 
-def test_cross_origin_paths_are_embeddable_elsewhere_only_there(probe, sites):
+@pytest.mark.claim("headers.security")
+def test_cross_origin_paths_are_embeddable_elsewhere_only_there(probe, sites, evidence):
     for site in sites:
+        name = site["server_names"][0]
         for path in site.get("cross_origin_paths", []):
-            name = site["server_names"][0]
             resp = probe.request(name, path, method="GET" if not path.startswith("/api/") else "OPTIONS")
+            evidence("headers.security", site=name, path=path, corp=resp.header("Cross-Origin-Resource-Policy"))
             assert resp.header("Cross-Origin-Resource-Policy") == "cross-origin", f"{name}{path}"
             assert resp.header("Strict-Transport-Security")
         if site.get("cross_origin_paths"):
-            other = probe.request(site["server_names"][0], "/.well-known/security.txt")
+            other = probe.request(name, "/.well-known/security.txt")
             assert other.header("Cross-Origin-Resource-Policy") == "same-origin"
+
+
+def _csp_origins(policy: str) -> set[str]:
+    """Host names a Content-Security-Policy lets pages load from or send to."""
+    hosts = set()
+    for directive in policy.split(";"):
+        for source in directive.split()[1:]:
+            source = source.strip()
+            if source.startswith("'") or source.endswith(":") or source in ("*", "self"):
+                if source == "*":
+                    hosts.add("*")
+                continue
+            hosts.add(urlsplit(source if "//" in source else f"https://{source}").hostname or source)
+    return hosts
+
+
+@pytest.mark.claim("analytics.self_hosted")
+def test_csp_names_no_third_party_origin(probe, sites, evidence):
+    """Pages may load scripts from and send data to this host's own sites only: no analytics
+    or advertising origin of anyone else is allowed by any site's CSP."""
+    assert not require("analytics.self_hosted")["third_party_origins_in_csp"]
+    ours = {n for site in sites for n in site["server_names"]}
+    for site in sites:
+        name = site["server_names"][0]
+        csp = probe.request(name, "/.well-known/security.txt").header("Content-Security-Policy") or ""
+        third = sorted(_csp_origins(csp) - ours)
+        evidence("analytics.self_hosted", site=name, csp_origins=sorted(_csp_origins(csp)), third_party=third)
+        assert not third, f"{name}: CSP allows {third}"

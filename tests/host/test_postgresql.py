@@ -2,7 +2,9 @@
 database and one role per consumer, nothing else let in.
 
 Privileged reads (psql as the postgres superuser, ss) run as root: directly in the lab,
-through sudo where the inventory connects as an unprivileged user.
+through sudo where the inventory connects as an unprivileged user. Every check only reads
+(the refused logins are logged by PostgreSQL, which no jail watches). Claim:
+analytics.hardened; the inventory says which databases exist and any private address.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ from typing import Any
 
 import pytest
 
-FORBIDDEN_METHODS = {"trust", "md5", "password", "ident"}
+from policy import require
+
+pytestmark = pytest.mark.claim("analytics.hardened")
+POLICY = require("analytics.hardened")
+FORBIDDEN_METHODS = set(POLICY["forbidden_auth_methods"])
 
 
 def _root(host, command: str):
@@ -41,33 +47,37 @@ def pg(hostvars) -> dict[str, Any]:
     }
 
 
-def test_server_is_running(host):
+def test_server_is_running(host, evidence):
     version = psql(host, "SHOW server_version_num")[0][0]
     major = int(version) // 10000
+    evidence("analytics.hardened", postgresql=int(version))
     assert major >= 15
     cluster = host.service(f"postgresql@{major}-main")
     assert cluster.is_running
     assert host.service("postgresql").is_enabled
 
 
-def test_listens_on_loopback_only(host, pg):
-    allowed = {"127.0.0.1"} | ({pg["private_address"]} if pg["private_address"] else set())
+def test_listens_on_loopback_only(host, pg, evidence):
+    # Loopback (the policy), plus the host's private address if the inventory gives one.
+    allowed = set(POLICY["listen_addresses"]) | ({pg["private_address"]} if pg["private_address"] else set())
     listeners = [
         line.split()[3].rsplit(":", 1)[0].strip("[]")
         for line in _root(host, "ss -ltnH").stdout.splitlines()
         if line.split()[3].rsplit(":", 1)[1] == str(pg["port"])
     ]
+    evidence("analytics.hardened", postgresql_listens=sorted(listeners))
     assert listeners, f"nothing listens on port {pg['port']}"
     assert set(listeners) <= allowed, f"PostgreSQL listens on {listeners}, allowed: {sorted(allowed)}"
 
 
-def test_pg_hba_has_no_weak_methods(host, pg):
+def test_pg_hba_has_no_weak_methods(host, pg, evidence):
     """The rules the server reads (pg_hba_file_rules): scram-sha-256, or peer for postgres."""
     rules = psql(
         host,
         "SELECT line_number, type, array_to_string(database, ','), array_to_string(user_name, ','),"
         " coalesce(address, ''), coalesce(auth_method, ''), coalesce(error, '') FROM pg_hba_file_rules",
     )
+    evidence("analytics.hardened", pg_hba_methods=sorted({r[5] for r in rules}), pg_hba_rules=len(rules))
     assert rules, "pg_hba.conf has no rules"
     for line, kind, databases, users, address, method, error in rules:
         where = f"pg_hba.conf line {line}"
@@ -76,7 +86,7 @@ def test_pg_hba_has_no_weak_methods(host, pg):
         if method == "peer":
             assert (kind, users) == ("local", "postgres"), f"{where}: peer for {users} over {kind}"
             continue
-        assert method == "scram-sha-256", f"{where}: {method}"
+        assert method == POLICY["database_auth"], f"{where}: {method}"
         # Each consumer reaches its own database only, never "all".
         assert databases == users and databases in pg["databases"], f"{where}: {users} -> {databases}"
         if kind == "host":
@@ -93,8 +103,10 @@ def test_rules_on_disk_are_loaded(host):
     assert psql(host, "SELECT count(*) FROM pg_settings WHERE pending_restart")[0][0] == "0"
 
 
-def test_passwords_are_scram_verifiers(host):
-    assert psql(host, "SHOW password_encryption")[0][0] == "scram-sha-256"
+def test_passwords_are_scram_verifiers(host, evidence):
+    encryption = psql(host, "SHOW password_encryption")[0][0]
+    evidence("analytics.hardened", password_encryption=encryption)
+    assert encryption == POLICY["database_auth"]
     weak = psql(
         host,
         "SELECT rolname FROM pg_authid WHERE rolpassword IS NOT NULL AND rolpassword NOT LIKE 'SCRAM-SHA-256$%'",
@@ -120,9 +132,10 @@ def test_one_database_per_consumer(host, pg):
         assert encoding == "UTF8"
         assert (superuser, createrole, createdb, login) == ("f", "f", "f", "t")
         assert has_acl == "t" and public_connect == "0", f"PUBLIC may connect to {name}"
+        assert not POLICY["public_connect"]
 
 
-def test_logins_without_the_password_are_refused(host, pg):
+def test_logins_without_the_password_are_refused(host, pg, evidence):
     for name in pg["databases"]:
         wrong = host.run(
             f"PGPASSWORD=not-the-password PGCONNECT_TIMEOUT=5 psql -X -w -h 127.0.0.1 -p {pg['port']}"
@@ -134,5 +147,6 @@ def test_logins_without_the_password_are_refused(host, pg):
     superuser = host.run(
         f"PGCONNECT_TIMEOUT=5 psql -X -w -h 127.0.0.1 -p {pg['port']} -U postgres -d postgres -c 'SELECT 1'"
     )
-    assert superuser.rc != 0
+    evidence("analytics.hardened", superuser_network_login="refused" if superuser.rc else "accepted")
+    assert superuser.rc != 0 or POLICY["superuser_network_login"]
     assert "no pg_hba.conf entry" in superuser.stderr

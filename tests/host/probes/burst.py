@@ -1,7 +1,8 @@
 """Run ON the host: send N HTTPS requests to nginx from one loopback source address.
 
 Usage: python3 - NAME PATH COUNT SOURCE [FORGE_XFF]
-Prints JSON: statuses, elapsed seconds, and the headers and body of the first 429.
+Prints JSON: statuses, the time of each response (seconds from the start), elapsed
+seconds, and the headers and body of the first 429.
 Each request uses a new connection from SOURCE (e.g. 127.0.0.57), so nginx sees SOURCE
 as the client address: per-IP limits can be measured without touching the controller's
 own budget. The certificate is not verified here (tests/host/test_tls.py does that).
@@ -21,7 +22,7 @@ forge = len(sys.argv) > 5 and sys.argv[5] == "forge"
 ctx = ssl.create_default_context()
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
-statuses, first_429 = [], None
+statuses, times, first_429 = [], [], None
 start = time.monotonic()
 for _ in range(count):
     raw = socket.create_connection(("127.0.0.1", 443), timeout=10, source_address=(source, 0))
@@ -35,8 +36,9 @@ for _ in range(count):
     resp = conn.getresponse()
     body = resp.read()
     statuses.append(resp.status)
+    times.append(round(time.monotonic() - start, 4))
     if resp.status == 429 and first_429 is None:
         first_429 = {"headers": {k.lower(): v for k, v in resp.getheaders()}, "body": body.decode(errors="replace")}
     conn.close()
 elapsed = time.monotonic() - start
-print(json.dumps({"statuses": statuses, "elapsed": elapsed, "first_429": first_429}))
+print(json.dumps({"statuses": statuses, "times": times, "elapsed": elapsed, "first_429": first_429}))

@@ -1,0 +1,55 @@
+"""Run ON the host, as root: look for the app's secrets where they must never appear.
+
+Usage: python3 - ENV_FILE APP_PORT PATH...
+Reads the secrets from ENV_FILE (the root-only file systemd hands the app) and searches the
+process list, the journal of the current boot, the app's unit files and the app's answers
+to GET PATH on 127.0.0.1:APP_PORT. Prints JSON with the NAMES of the secrets found where,
+never a value: the secrets never leave the host and never appear in a command line.
+Standard library only.
+"""
+
+import json
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+env_file, port, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+secrets = {}
+with open(env_file, encoding="utf-8") as env:
+    for line in env:
+        key, _, value = line.strip().partition("=")
+        value = value.strip().strip("'\"")
+        if re.search(r"SECRET|_KEY|TOKEN|PASSWORD", key) and len(value) >= 8:
+            secrets[key] = value
+
+
+def found_in(text):
+    return sorted(name for name, value in secrets.items() if value in text)
+
+
+found = {
+    "process_arguments": found_in(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout),
+    "unit_files": found_in(subprocess.run(
+        ["systemctl", "cat", "platform.service", "platform-candidate.service", "platform.socket",
+         "platform-actionlog.service"], capture_output=True, text=True).stdout),
+}
+journal_hits, lines = set(), 0
+with subprocess.Popen(["journalctl", "--no-pager", "--output=cat", "--boot"], stdout=subprocess.PIPE,
+                      text=True, errors="replace") as proc:
+    for line in proc.stdout:
+        lines += 1
+        journal_hits.update(found_in(line))
+found["journal"] = sorted(journal_hits)
+responses, response_hits = {}, set()
+for path in paths:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            status, body, headers = resp.status, resp.read().decode(errors="replace"), str(resp.headers)
+    except urllib.error.HTTPError as exc:
+        status, body, headers = exc.code, exc.read().decode(errors="replace"), str(exc.headers)
+    responses[path] = status
+    response_hits.update(found_in(headers + body))
+found["responses"] = sorted(response_hits)
+print(json.dumps({"secrets": sorted(secrets), "found": found, "journal_lines": lines, "responses": responses}))
