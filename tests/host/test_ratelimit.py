@@ -6,12 +6,15 @@ roles/nginx/templates/nginx.conf.j2 (zones) and site.conf.j2 (limit_req per loca
 Each burst comes from a fresh loopback address on the host itself, so the count starts from
 an empty bucket, no real client's budget is touched and nothing is banned (fail2ban never
 bans loopback). The bounds come from the policy (the most a rate and a burst may admit),
-never from the inventory: a host configured for 300 req/min fails here.
+never from the inventory: a host configured for 300 req/min fails here. Two phases per zone:
+a burst (what is admitted at once: burst + 1), then the same address keeps asking for
+SUSTAIN seconds (what the bucket refills: the rate); the policy bounds both.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from edge import burst, fresh_source
@@ -21,6 +24,9 @@ from policy import require
 pytestmark = pytest.mark.claim("ratelimit.edge")
 POLICY = require("ratelimit.edge")
 PAGE = "/.well-known/security.txt"
+# Seconds the sustained phase lasts: long enough to tell the policy's rate from twice it
+# (30/min refills 3 requests in 6 s, 60/min 6), short enough for the audit.
+SUSTAIN = 6.0
 
 
 @pytest.fixture(scope="module")
@@ -49,24 +55,46 @@ def _measure(result: dict, burst_max: int, per_minute: int) -> dict:
     }
 
 
+def _sustain(host, name: str, path: str, source: str, per_minute: int, forge: bool = False) -> dict:
+    """Right after a burst, the same address keeps asking (two requests per call, as fast as
+    the controller can call) for SUSTAIN seconds: the admitted ones are what the bucket refilled."""
+    statuses, start = [], time.monotonic()
+    while time.monotonic() - start < SUSTAIN:
+        statuses += burst(host, name, path, 2, source, forge=forge)["statuses"]
+    window = time.monotonic() - start
+    return {
+        "sustained_sent": len(statuses),
+        "sustained_admitted": sum(1 for s in statuses if s != 429),
+        "sustained_window_s": round(window, 2),
+        "policy_allows_sustained": math.ceil(window * per_minute / 60) + 1,
+    }
+
+
+def _zone(host, name: str, path: str, burst_max: int, per_minute: int, forge: bool = False) -> dict:
+    source = fresh_source()
+    m = _measure(burst(host, name, path, burst_max + 15, source, forge=forge), burst_max, per_minute)
+    return {**m, **_sustain(host, name, path, source, per_minute, forge)}
+
+
 def _assert_within_policy(m: dict) -> None:
     assert m["first_429_status"] == POLICY["status"], f"never refused: {m}"
     assert m["admitted"] <= m["policy_allows_at_most"], f"more admitted than the policy's rate and burst allow: {m}"
     refill = m["admitted_after_first_429"] <= m["policy_allows_after_first_429"]
     assert refill, f"refills faster than the policy's rate: {m}"
+    sustained = m["sustained_admitted"] <= m["policy_allows_sustained"]
+    assert sustained, f"admits more over {m['sustained_window_s']} s than the policy's rate: {m}"
 
 
 def test_general_zone_within_policy(host, site, evidence):
-    result = burst(host, site["server_names"][0], PAGE, POLICY["general_burst_max"] + 15)
-    m = _measure(result, POLICY["general_burst_max"], POLICY["general_per_minute_max"])
+    m = _zone(host, site["server_names"][0], PAGE, POLICY["general_burst_max"], POLICY["general_per_minute_max"])
     evidence("ratelimit.edge", zone="general", per_minute_max=POLICY["general_per_minute_max"], **m)
     _assert_within_policy(m)
 
 
 def test_api_zone_within_policy(host, site, evidence):
     prefix = site.get("api_prefix", "/api/")
-    result = burst(host, site["server_names"][0], f"{prefix}ratelimit-probe", POLICY["api_burst_max"] + 15)
-    m = _measure(result, POLICY["api_burst_max"], POLICY["api_per_minute_max"])
+    m = _zone(host, site["server_names"][0], f"{prefix}ratelimit-probe", POLICY["api_burst_max"],
+              POLICY["api_per_minute_max"])
     evidence("ratelimit.edge", zone="api", per_minute_max=POLICY["api_per_minute_max"], **m)
     _assert_within_policy(m)
 
@@ -96,8 +124,8 @@ def test_limit_is_per_client_address(host, site, evidence):
 
 def test_forged_x_forwarded_for_does_not_reset_the_count(host, site, evidence):
     assert POLICY["ignores_forwarded_for"]
-    result = burst(host, site["server_names"][0], PAGE, POLICY["general_burst_max"] + 15, forge=True)
-    m = _measure(result, POLICY["general_burst_max"], POLICY["general_per_minute_max"])
+    m = _zone(host, site["server_names"][0], PAGE, POLICY["general_burst_max"], POLICY["general_per_minute_max"],
+              forge=True)
     evidence("ratelimit.edge", zone="general, forged X-Forwarded-For", **m)
     _assert_within_policy(m)
 
