@@ -46,10 +46,6 @@ def _var(hostvars, name: str, default):
     return hostvars.get(name, default)
 
 
-def _port(hostvars) -> int:
-    return int(_var(hostvars, "app_listen_port", 8000))
-
-
 def _main_pid(host) -> int:
     return int(host.check_output("systemctl show --property=MainPID --value platform.service"))
 
@@ -64,15 +60,33 @@ def _wait(predicate, timeout: float, interval: float = 0.5):
     return value
 
 
-def _loopback_get(host, port: int, path: str) -> tuple[int, str]:
-    """GET on the host's loopback with the distro Python (no curl on the host)."""
+def _app_listen(host) -> str:
+    """Where platform.socket listens, systemd's view (not the inventory's): "127.0.0.1:8000"
+    or a unix socket's path."""
+    return host.check_output("systemctl show --property=Listen --value platform.socket").split()[0]
+
+
+# Python run on the host (the distro's: no curl there): HTTP on the app's own socket, TCP or unix.
+_CONNECT = (
+    "import http.client, json, socket\n"
+    "class C(http.client.HTTPConnection):\n"
+    "    def connect(self):\n"
+    "        if TARGET.startswith('/'):\n"
+    "            self.sock = socket.socket(socket.AF_UNIX); self.sock.settimeout(10); self.sock.connect(TARGET)\n"
+    "        else:\n"
+    "            address, _, port = TARGET.rpartition(':')\n"
+    "            self.sock = socket.create_connection((address.strip('[]'), int(port)), timeout=10)\n"
+    "def call(method, path, body=None, headers=None):\n"
+    "    c = C('localhost', timeout=10); c.request(method, path, body, headers or {})\n"
+    "    r = c.getresponse(); return r.status, r.read()\n"
+)
+
+
+def _loopback_get(host, path: str) -> tuple[int, str]:
+    """GET on the app's own socket, from the host."""
     script = (
-        "import sys, urllib.request, urllib.error\n"
-        "try:\n"
-        f"    r = urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=5)\n"
-        "    print(r.status); print(r.read().decode())\n"
-        "except urllib.error.HTTPError as e:\n"
-        "    print(e.code); print(e.read().decode())\n"
+        f"TARGET = {_app_listen(host)!r}\n" + _CONNECT + "try:\n"
+        f"    status, body = call('GET', {path!r}); print(status); print(body.decode())\n"
         "except OSError as e:\n"
         "    print(0); print(e)\n"
     )
@@ -81,8 +95,8 @@ def _loopback_get(host, port: int, path: str) -> tuple[int, str]:
     return int(status or 0), body.strip()
 
 
-def _healthy(host, port: int) -> bool:
-    status, body = _loopback_get(host, port, "/healthz")
+def _healthy(host) -> bool:
+    status, body = _loopback_get(host, "/healthz")
     return status == 200 and '"ok"' in body
 
 
@@ -141,17 +155,19 @@ def test_service_runs_as_an_unprivileged_user(host, evidence):
 
 @pytest.mark.claim("proxy.app_port_private")
 def test_listens_only_on_loopback(host, evidence):
+    """platform.socket listens on loopback or on a unix socket; nothing answers on the
+    policy's port anywhere else."""
     wanted = require("proxy.app_port_private")
-    listen = _unit(host, "platform.socket", "Listen").split()
-    sockets = [entry for entry in listen if ":" in entry]
+    listen = _app_listen(host)
+    unix = listen.startswith("/")
     lines = host.check_output("ss -Hltn").splitlines()
     on_port = [line.split()[3] for line in lines if re.search(rf":{wanted['port']}\s", line)]
-    evidence("proxy.app_port_private", port=wanted["port"], listening=on_port, socket_unit_listen=listen,
-             bind_address=", ".join(sorted({a.rpartition(":")[0].strip("[]") for a in on_port})) or None)
-    assert on_port, f"nothing listens on port {wanted['port']}"
+    bind = f"unix socket {listen}" if unix else listen.rpartition(":")[0].strip("[]")
+    evidence("proxy.app_port_private", port=wanted["port"], app_socket=listen, bind_address=bind,
+             listening_on_port=on_port)
     for local in on_port:
-        assert local.rpartition(":")[0].strip("[]") in wanted["listen_addresses"], f"bound to {local}"
-    assert sockets, listen
+        assert local.rpartition(":")[0].strip("[]") in wanted["listen_addresses"], f"port {wanted['port']} on {local}"
+    assert unix or bind in wanted["listen_addresses"], f"platform.socket listens on {listen}"
     # The app's processes own no listening socket of their own (PrivateNetwork): only
     # systemd's platform.socket listens.
     processes = host.check_output("ss -Hltnp").splitlines()
@@ -228,14 +244,13 @@ def test_code_is_read_only_for_the_app(host, hostvars, evidence):
 @pytest.mark.claim("infra.platform")
 @pytest.mark.disruptive(reason="kills the app's main process")
 def test_kill_9_of_the_main_process_is_followed_by_a_restart(host, hostvars):
-    port = _port(hostvars)
     before = _main_pid(host)
     host.run(f"kill -9 {before}")
     after = _wait(lambda: (pid := _main_pid(host)) not in (0, before) and pid, timeout=30)
     assert after, "platform.service was not restarted within 30 s"
     # A new main process exists while the unit is still starting: wait for "active".
     assert _wait(lambda: host.service("platform.service").is_running, timeout=30), "not active again"
-    assert _wait(lambda: _healthy(host, port), timeout=60), "the restarted service is not healthy"
+    assert _wait(lambda: _healthy(host), timeout=60), "the restarted service is not healthy"
 
 
 @pytest.mark.claim("secrets.market_data")
@@ -245,7 +260,7 @@ def test_no_secret_in_process_list_journal_units_or_responses(host, hostvars, ev
     config = _var(hostvars, "app_config_dir", "/etc/platform")
     paths = ["/", "/healthz", "/api/market/status", "/api/no-such-endpoint"]
     out = host.check_output(
-        f"echo {_SECRETS_SCAN} | base64 -d | python3 - {config}/platform.env {_port(hostvars)} {' '.join(paths)}"
+        f"echo {_SECRETS_SCAN} | base64 -d | python3 - {config}/platform.env {_app_listen(host)} {' '.join(paths)}"
     )
     scan = json.loads(out)
     found = scan["found"]
@@ -271,15 +286,17 @@ def test_action_log_is_out_of_the_apps_reach(host, hostvars, evidence):
         ("list_dir", "r", directory),
     )}
     unit = host.check_output("systemctl cat platform.service")
+    # The sandbox hides the directory from the app, or mounts it read-only (an app that serves
+    # the log through its admin API reads it, never writes it).
+    sandbox = [d for d in (f"InaccessiblePaths=-{directory}", f"ReadOnlyPaths=-{directory}") if d in unit]
     retention = re.search(r"ACTIONLOG_RETENTION_MONTHS=(\d+)", _unit(host, "platform-actionlog.service", "Environment"))
     evidence("actionlog", dir=directory, owner=log_dir.user, mode=f"{log_dir.mode:04o}", app_can=can,
-             hidden_from_app=f"InaccessiblePaths=-{directory}" in unit,
-             retention_months=int(retention.group(1)) if retention else None)
+             app_sandbox=sandbox, retention_months=int(retention.group(1)) if retention else None)
     wanted = require("actionlog")
     assert log_dir.user != user
-    # Append-only for the app: it can neither read, rewrite nor append (the copier appends).
-    assert not any(can.values()) or (wanted["app_can_rewrite"] and not wanted["append_only"]), can
-    assert f"InaccessiblePaths=-{directory}" in unit
+    # Append-only for the app: it can neither rewrite nor append (the copier appends).
+    assert not (can["write_file"] and not wanted["app_can_rewrite"]), can
+    assert wanted["append_only"] and sandbox, unit
     assert retention and int(retention.group(1)) >= require("actionlog")["retention_months_min"]
 
 
@@ -287,19 +304,16 @@ def test_action_log_is_out_of_the_apps_reach(host, hostvars, evidence):
 @pytest.mark.disruptive(reason="writes a portfolio of the audit user")
 def test_actions_on_loopback_reach_the_jsonl_file(host, hostvars, account):
     """The chain on loopback: app, journal, copier, file."""
-    port = _port(hostvars)
     user, password = account("app_user")
     marker = f"probe-{uuid.uuid4().hex[:8]}"
     script = (
-        "import json, urllib.request\n"
-        f"body = json.dumps({{'username': {user!r}, 'password': {password!r}}}).encode()\n"
-        f"req = urllib.request.Request('http://127.0.0.1:{port}/api/auth/login', body,\n"
-        "    {'Content-Type': 'application/json'})\n"
-        "token = json.load(urllib.request.urlopen(req, timeout=10))['access_token']\n"
-        f"req = urllib.request.Request('http://127.0.0.1:{port}/api/portfolios/{user}/{marker}',\n"
-        "    b'{\"AAPL\": 1}', {'Content-Type': 'application/json',\n"
-        "    'Authorization': 'Bearer ' + token}, method='PUT')\n"
-        "print(urllib.request.urlopen(req, timeout=10).status)\n"
+        f"TARGET = {_app_listen(host)!r}\n" + _CONNECT
+        + f"body = json.dumps({{'username': {user!r}, 'password': {password!r}}}).encode()\n"
+        "status, data = call('POST', '/api/auth/login', body, {'Content-Type': 'application/json'})\n"
+        "token = json.loads(data)['access_token']\n"
+        f"status, _ = call('PUT', '/api/portfolios/{user}/{marker}', b'{{\"AAPL\": 1}}',\n"
+        "    {'Content-Type': 'application/json', 'Authorization': 'Bearer ' + token})\n"
+        "print(status)\n"
     )
     out = host.run(f"python3 - <<'EOF'\n{script}EOF")
     assert out.rc == 0 and out.stdout.strip() in ("200", "201"), out.stderr
@@ -324,7 +338,6 @@ def test_failing_release_leaves_the_previous_one_serving(host, hostvars, tmp_pat
     inventory = request.config.getoption("ansible_inventory")
     if not inventory:
         pytest.fail("needs --ansible-inventory to run ansible-playbook against the host")
-    port = _port(hostvars)
     base = _var(hostvars, "app_base_dir", "/opt/platform")
     serving = host.file(f"{base}/current").linked_to
     pid = _main_pid(host)
@@ -359,7 +372,7 @@ def test_failing_release_leaves_the_previous_one_serving(host, hostvars, tmp_pat
     assert "failed its health check" in run.stdout, run.stdout[-3000:]
     assert host.file(f"{base}/current").linked_to == serving
     assert _main_pid(host) == pid, "the serving process was restarted"
-    assert _healthy(host, port)
+    assert _healthy(host)
     assert not host.file(f"{base}/releases/0.0.1_brokenhealth").exists
     assert not host.service("platform-candidate.service").is_running
 
@@ -368,11 +381,13 @@ def test_failing_release_leaves_the_previous_one_serving(host, hostvars, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def site(sites, hostvars) -> str:
+def site(host, sites) -> str:
     """The public name of the site nginx proxies to the app (the inventory's nginx_sites)."""
-    port = _port(hostvars)
-    names = [s["server_names"][0] for s in sites if str(s.get("upstream", "")).rstrip("/").endswith(f":{port}")]
-    assert names, f"no nginx site proxies to the app's port {port}"
+    listen = _app_listen(host)
+    target = f"unix:{listen}" if listen.startswith("/") else f":{listen.rpartition(':')[2]}"
+    names = [s["server_names"][0] for s in sites
+             if str(s.get("upstream", "")).rstrip("/").endswith(target) or f"{target}:" in str(s.get("upstream", ""))]
+    assert names, f"no nginx site proxies to the app's socket {listen}"
     return names[0]
 
 

@@ -1,21 +1,22 @@
 """Run ON the host, as root: look for the app's secrets where they must never appear.
 
-Usage: python3 - ENV_FILE APP_PORT PATH...
+Usage: python3 - ENV_FILE APP_SOCKET PATH...
 Reads the secrets from ENV_FILE (the root-only file systemd hands the app) and searches the
 process list, the journal of the current boot, the app's unit files and the app's answers
-to GET PATH on 127.0.0.1:APP_PORT. Prints JSON with the NAMES of the secrets found where,
-never a value: the secrets never leave the host and never appear in a command line.
+to GET PATH on its own socket (APP_SOCKET: 127.0.0.1:8000, or a unix socket's path).
+Prints JSON with the NAMES of the secrets found where, never a value: the secrets never
+leave the host and never appear in a command line.
 Standard library only.
 """
 
+import http.client
 import json
 import re
+import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
-env_file, port, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+env_file, target, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
 secrets = {}
 with open(env_file, encoding="utf-8") as env:
     for line in env:
@@ -42,14 +43,27 @@ with subprocess.Popen(["journalctl", "--no-pager", "--output=cat", "--boot"], st
         lines += 1
         journal_hits.update(found_in(line))
 found["journal"] = sorted(journal_hits)
+
+
+class AppConnection(http.client.HTTPConnection):
+    def connect(self):
+        if target.startswith("/"):
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.settimeout(10)
+            self.sock.connect(target)
+        else:
+            address, _, port = target.rpartition(":")
+            self.sock = socket.create_connection((address.strip("[]"), int(port)), timeout=10)
+
+
 responses, response_hits = {}, set()
 for path in paths:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
-            status, body, headers = resp.status, resp.read().decode(errors="replace"), str(resp.headers)
-    except urllib.error.HTTPError as exc:
-        status, body, headers = exc.code, exc.read().decode(errors="replace"), str(exc.headers)
-    responses[path] = status
-    response_hits.update(found_in(headers + body))
+    conn = AppConnection("localhost", timeout=10)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    body = resp.read().decode(errors="replace")
+    responses[path] = resp.status
+    response_hits.update(found_in(str(resp.headers) + body))
+    conn.close()
 found["responses"] = sorted(response_hits)
 print(json.dumps({"secrets": sorted(secrets), "found": found, "journal_lines": lines, "responses": responses}))
