@@ -53,7 +53,7 @@ converge: ## Converge playbooks/site.yml on INVENTORY; ARGS='--check --diff --ta
 .PHONY: verify
 verify: ## Every host check (disruptive ones too: lab and CI) against INVENTORY; report in reports/latest/
 	@pytest -p no:cacheprovider -q --progress --hosts='ansible://platform' --ansible-inventory=$(INVENTORY) \
-	  $(LAB_PYTEST_ARGS) --audit-report=reports tests/host
+	  $(LAB_PYTEST_ARGS) --audit-report=reports -n auto --dist loadgroup tests/host
 
 # The read-only audit, safe against production: only non-disruptive checks that cite a
 # claim of policy/claims.yml, every host of the inventory in parallel (one worker per host).
@@ -96,7 +96,7 @@ lint: bootstrap ## yamllint (strict), ansible-lint (production profile), ruff, b
 	yamllint --strict .
 	ansible-lint --profile production
 	ruff check .
-	bash -n scripts/*.sh scripts/lab/*.sh
+	bash -n scripts/*.sh scripts/lab/*.sh scripts/audit/*.sh
 
 .PHONY: unit
 unit: bootstrap ## Unit tests (no lab needed)
