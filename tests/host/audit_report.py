@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -433,9 +434,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     evidence = build_evidence(run, session.config)
     evidence["pytest_exit_status"] = int(exitstatus)
     (run.run_dir / "evidence.json").write_text(json.dumps(evidence, indent=2, sort_keys=False) + "\n")
-    from report_html import render
+    from report_html import render, screenshots
 
-    (run.run_dir / "index.html").write_text(render(evidence, claims_file=POLICY_FILE))
+    page = run.run_dir / "index.html"
+    page.write_text(render(evidence, claims_file=POLICY_FILE))
+    try:
+        screenshots(page, run.run_dir)
+    except Exception as exc:  # the report stands without its pictures
+        print(f"audit report: no screenshots ({exc})", file=sys.stderr)
     _link_latest(run.run_dir)
     failing = evidence["summary"]["failing_without_exception"]
     # Tests ran (0: all passed, 1: some failed): the claims decide. Anything else (usage
@@ -465,6 +471,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                       f"({data['duration_seconds']} s of checks)")
     for line in evidence["summary"]["failing_without_exception"]:
         tr.write_line(f"FAIL {line}")
+    for host, data in evidence["hosts"].items():
+        for claim_id, claim in data["claims"].items():
+            if claim["status"] == "fail" and claim["exception"]:
+                tr.write_line(f"FAIL {host}: {claim_id} (named exception: {claim['exception']})")
     tr.write_line(f"report: {run_dir}/index.html (evidence.json, junit.xml); latest: {run_dir.parent / 'latest'}")
 
 

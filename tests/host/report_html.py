@@ -246,6 +246,10 @@ def render(evidence: dict[str, Any], claims_file: Path = DEFAULT_CLAIMS) -> str:
         f"<li><code>{_e(n['check'])}</code> ({_e(', '.join(n['claims']) or 'no claim')}): {_e(n['reason'])}</li>"
         for n in evidence.get("not_run", [])
     )
+    unclaimed = "".join(f"<li><code>{_e(c)}</code></li>" for c in evidence.get("unclaimed", []))
+    if unclaimed:
+        unclaimed = ('<h3>Checks that ran but cite no claim</h3><p class="muted">Not counted for any claim '
+                     f'above (tests/unit/test_policy.py wants a claim on each).</p><ul class="plain">{unclaimed}</ul>')
     summary = evidence.get("summary", {})
     tools = ", ".join(f"{k} {v}" for k, v in evidence.get("tools", {}).items() if v)
     failing = summary.get("failing_without_exception", [])
@@ -274,10 +278,40 @@ sha256 <code>{_e(evidence.get('policy', {}).get('sha256', ''))}</code>.</p>
 <section id="not-run"><h2>Checks this audit did not run</h2>
 <p class="muted">They stop services, ban addresses, change settings, run backups or rerun Ansible:
 <code>make verify</code> and CI run them on lab hosts.</p>
-<ul class="plain">{not_run or "<li>None: every check ran.</li>"}</ul></section>
+<ul class="plain">{not_run or "<li>None: every check ran.</li>"}</ul>{unclaimed}</section>
 <footer>Tools: {_e(tools)}.</footer>
 </main></body></html>
 """
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+VIEWPORTS = {"phone": (390, 844), "desktop": (1280, 900)}
+
+
+def screenshots(page: Path, out_dir: Path) -> list[Path]:
+    """screenshot-phone.png and screenshot-desktop.png of the page, taken by Debian's chromium
+    through Playwright; [] when either is missing (the report is complete without them)."""
+    if not Path(CHROMIUM).exists():
+        return []
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return []
+    shots = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for name, (width, height) in VIEWPORTS.items():
+                tab = browser.new_page(viewport={"width": width, "height": height})
+                tab.goto(page.resolve().as_uri())
+                shots.append(out_dir / f"screenshot-{name}.png")
+                tab.screenshot(path=str(shots[-1]))
+                tab.close()
+        finally:
+            browser.close()
+    return shots
 
 
 if __name__ == "__main__":
