@@ -14,8 +14,8 @@ writes DIR/<UTC time>/ (and points DIR/latest at it; earlier runs stay beside it
 
 --audit-readonly (`make audit`): only checks that cite a claim and are not marked
 `disruptive` run; the report lists the others with their reasons. With `-n auto` the
-hosts are checked in parallel, one xdist worker per host (--dist loadgroup keeps each
-host's checks, and so its module-scoped fixtures, on one worker).
+hosts are checked in parallel, one xdist worker per host (conftest.py groups each host's
+checks; --dist loadgroup keeps a group, and so its module-scoped fixtures, on one worker).
 
 Exit status: non-zero when a claim fails on a host whose inventory names no exception for
 it (policy_exceptions), or when pytest itself could not run the checks.
@@ -203,10 +203,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             drop.append(item)
             continue
         host, pytest_id = _host_of(item)
+        # (conftest.py puts each host's checks in one xdist group: one worker per host.)
         item.user_properties.append(("audit", {"host": host, "claims": ids, "check": _check_name(item, pytest_id)}))
-        # One xdist worker per host (--dist loadgroup): a host's module-scoped fixtures and
-        # its per-address rate-limit budgets stay on one worker.
-        item.add_marker(pytest.mark.xdist_group(host))
         keep.append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
