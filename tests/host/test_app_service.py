@@ -168,6 +168,12 @@ def test_listens_only_on_loopback(host, evidence):
     for local in on_port:
         assert local.rpartition(":")[0].strip("[]") in wanted["listen_addresses"], f"port {wanted['port']} on {local}"
     assert unix or bind in wanted["listen_addresses"], f"platform.socket listens on {listen}"
+    # Reachable by an unprivileged local process? (connecting to a unix socket needs write
+    # permission on it; any local process can reach a loopback port.)
+    local = (not unix) or host.run(f"setpriv --reuid=nobody --regid=nogroup --clear-groups test -w {listen}").rc == 0
+    evidence("proxy.app_port_private", reachable_by_local_users=local)
+    if wanted.get("reachable_by_local_users") is False:
+        assert not local, f"an unprivileged local process can connect to {listen}"
     # The app's processes own no listening socket of their own (PrivateNetwork): only
     # systemd's platform.socket listens.
     processes = host.check_output("ss -Hltnp").splitlines()
