@@ -255,8 +255,9 @@ def _reason(report: pytest.TestReport) -> str:
     if report.skipped and isinstance(longrepr, tuple):
         return str(longrepr[2]).removeprefix("Skipped: ")
     if hasattr(longrepr, "reprcrash") and longrepr.reprcrash is not None:
-        return longrepr.reprcrash.message
-    return str(longrepr or "").strip().splitlines()[-1][:500] if longrepr else ""
+        # The assertion's own message, not pytest's rewritten expression under it.
+        return longrepr.reprcrash.message.split("\n")[0][:400]
+    return str(longrepr or "").strip().splitlines()[-1][:400] if longrepr else ""
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
