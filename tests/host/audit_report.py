@@ -141,6 +141,41 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     return None
 
 
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup`: one worker per host, whatever the pytest version.
+
+    conftest.py marks each check with xdist_group(<host>), and xdist's worker appends
+    "@<group>" to the node id for its scheduler; pytest 9 keeps node ids elsewhere
+    (Node._id), so that suffix never appears and every check becomes a group of its own: a
+    host's checks then run on several workers at once (module fixtures set up twice, two
+    processes spending one client address's rate-limit budget). This scheduler groups by the
+    testinfra host in the node id's parameters instead, and by the suffix where it exists."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    host_ids = [h.backend.get_pytest_id() for h in _hosts(config)]
+
+    class HostScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return host_scope(nodeid, host_ids)
+
+    return HostScheduling(config, log)
+
+
+def host_scope(nodeid: str, host_ids: list[str]) -> str:
+    """The xdist group of a check: xdist's "@group" suffix if present, else the testinfra
+    host id its parameters start with (the longest that fits: dev-2 vs dev-20), else itself."""
+    if nodeid.rfind("@") > nodeid.rfind("]"):
+        return nodeid.split("@")[-1]
+    params = nodeid.partition("[")[2]
+    for host_id in sorted(host_ids, key=len, reverse=True):
+        if params.startswith(host_id) and params[len(host_id):len(host_id) + 1] in ("]", "-"):
+            return host_id
+    return nodeid
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     base = config.getoption("audit_report")
@@ -488,4 +523,5 @@ __all__ = [
     "pytest_sessionfinish",
     "pytest_terminal_summary",
     "pytest_xdist_auto_num_workers",
+    "pytest_xdist_make_scheduler",
 ]

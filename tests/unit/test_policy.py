@@ -27,7 +27,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "host"))
-from audit_report import index_checks  # noqa: E402
+from audit_report import host_scope, index_checks  # noqa: E402
 
 from policy import claims  # noqa: E402
 
@@ -364,3 +364,13 @@ def test_inventory_exceptions_name_existing_claims() -> None:
         text = path.read_text()
         for claim_id in re.findall(r"""['"]?claim['"]?\s*:\s*['"]?([a-z_.]+)""", text):
             assert claim_id in claims(), f"{path}: unknown claim {claim_id}"
+
+
+def test_each_hosts_checks_form_one_xdist_group() -> None:
+    """make audit: one worker per host (audit_report.host_scope, xdist's loadgroup)."""
+    ids = ["ansible://dev-2", "ansible://dev-20", "ansible://web"]
+    assert host_scope("tests/host/test_tls.py::test_x[ansible://dev-2]", ids) == "ansible://dev-2"
+    assert host_scope("tests/host/test_tls.py::test_x[ansible://dev-2-TLSv1.2]", ids) == "ansible://dev-2"
+    assert host_scope("tests/host/test_tls.py::test_x[ansible://dev-20-SSLv2]", ids) == "ansible://dev-20"
+    assert host_scope("tests/host/test_tls.py::test_x[ansible://web]@web", ids) == "web"
+    assert host_scope("tests/unit/test_y.py::test_z", ids) == "tests/unit/test_y.py::test_z"
