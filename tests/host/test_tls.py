@@ -73,7 +73,7 @@ def test_certificates_come_from_acme_and_are_fresh(probe, sites, evidence):
             "days_left": left.days,
             "lifetime_days": lifetime.days,
         })
-    evidence("tls.certificate", certificates=seen)
+    evidence("tls.certificate", certificates=seen, expires=min(c["not_after"] for c in seen) if seen else None)
     for c in seen:
         assert any(i in c["issuer"] for i in wanted["issuers"]), f"{c['name']}: issuer {c['issuer']}"
         assert c["key"] in wanted["key_types"], f"{c['name']}: {c['key']} key"

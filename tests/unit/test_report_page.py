@@ -35,7 +35,7 @@ MEASURED = {
                      "medium": 0, "low": 0, "scope": "platform_app (live release)",
                      "release": "/opt/platform/releases/1.0.0", "issues": []},
     "infra.platform": {"os": "Ubuntu 24.04 LTS", "kernel": "6.8.0-90-generic", "python": "3.12.3"},
-    "tls.certificate": {"renewal_scheduler": "systemd timer certbot.timer",
+    "tls.certificate": {"renewal_scheduler": "systemd timer certbot.timer", "expires": "2027-01-29",
                         "certificates": [{"name": "www.example.org", "issuer": "CN=E6,O=Let's Encrypt,C=US",
                                           "days_left": 61}]},
 }
@@ -88,6 +88,7 @@ def test_contradictions_come_from_the_evidence() -> None:
     assert said[("proxy.app_port_private", "bind_address")]["measured"] == ["127.0.0.1"]
     assert said[("audit.bandit", "lines_scanned")]["measured"] == ["1005"]
     assert said[("infra.platform", "python")]["measured"] == ["3.12.3"]
+    assert said[("tls.certificate", "expires")]["measured"] == ["2027-01-29"]
     # What the page says and the hosts confirm is not listed.
     assert ("infra.platform", "os") not in said and ("audit.bandit", "high") not in said
     assert said[("backup.schedule", "scheduler")]["hosts"] == ["web-1", "web-2"]
