@@ -92,6 +92,8 @@ def test_tracker_stays_public(host, analytics, address, hostvars, evidence):
          "headers": {"Origin": app_origin, "Access-Control-Request-Method": "POST",
                      "Access-Control-Request-Headers": "content-type"}},
     ]
+    # Exactly the policy's public paths (analytics.dashboard_private public_paths).
+    assert [r["path"] for r in requests] == require("analytics.dashboard_private")["public_paths"]
     answers = run_on_host(host, address, address, analytics, requests)
     seen = {r["path"] + " " + r["method"]: a["status"] for r, a in zip(requests, answers, strict=True)}
     evidence("analytics.dashboard_private", public_paths_from_outside=seen)

@@ -36,8 +36,6 @@ from policy import claims  # noqa: E402
 # is tagged) the test XPASSes, which fails, and the entry must be removed.
 AWAITING_CHECKS = {
     "ratelimit.app": "app: tests/host/test_app_limits.py",
-    "edge.slow_clients": "edge: tests/host/test_edge_attacks.py",
-    "analytics.dashboard_private": "edge: tests/host/test_edge_attacks.py",
     "backup.schedule": "backups: tags tests/host/test_backups.py",
     "backup.retention": "backups: tags tests/host/test_backups.py",
     "backup.coverage": "backups: tags tests/host/test_backups.py",
