@@ -146,6 +146,7 @@ def _umami_api(probe, site: str, path: str, token: str):
 
 
 @pytest.mark.claim("ratelimit.edge", "analytics.self_hosted")
+@pytest.mark.disruptive(reason="records a page view in Umami's database (the read-only audit must not)")
 def test_page_is_counted_and_dashboard_loads_without_errors(lab, home, probe, evidence):
     from playwright.sync_api import sync_playwright
 
