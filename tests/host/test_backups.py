@@ -119,7 +119,8 @@ def test_timer_runs_nightly_at_0300_utc(host, evidence) -> None:
     calendar = host.check_output("TZ=UTC systemctl show backup.timer -p TimersCalendar --value")
     persistent = host.check_output("systemctl show backup.timer -p Persistent --value") == "yes"
     nxt = host.check_output("TZ=UTC systemctl show backup.timer -p NextElapseUSecRealtime --value")
-    evidence("backup.schedule", calendar=calendar, persistent=persistent, next_run=nxt)
+    evidence("backup.schedule", scheduler="systemd timer backup.timer" if timer.is_enabled else "none",
+             calendar=calendar, persistent=persistent, next_run=nxt)
     assert timer.is_enabled and timer.is_running
     assert f"OnCalendar={want['calendar']}" in calendar
     assert persistent is want["persistent"]
@@ -251,6 +252,7 @@ def test_manifest_records_checksums_and_row_counts(host, cfg, fresh_run, evidenc
         assert set(head["databases"]) == set(fresh_run["databases"])
 
 
+@pytest.mark.claim("backup.offsite_append_only")
 def test_secrets_never_in_arguments_or_world_readable(host, cfg, evidence) -> None:
     with host.sudo():
         pw = host.file(cfg["password_file"])

@@ -36,15 +36,9 @@ from policy import claims  # noqa: E402
 # is tagged) the test XPASSes, which fails, and the entry must be removed.
 AWAITING_CHECKS = {
     "ratelimit.app": "app: tests/host/test_app_limits.py",
-    "backup.schedule": "backups: tags tests/host/test_backups.py",
-    "backup.retention": "backups: tags tests/host/test_backups.py",
-    "backup.coverage": "backups: tags tests/host/test_backups.py",
-    "backup.restore_drill": "backups: tags tests/host/test_backups.py",
-    "backup.offsite_append_only": "backups: tags tests/host/test_backups.py",
     "host.firewall": "hardening: tags tests/host/test_baseline_firewall.py",
 }
 AWAITING_TAGS = {
-    "test_backups.py": "backups helper",
     "test_baseline_firewall.py": "hardening helper",
 }
 
