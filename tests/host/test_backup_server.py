@@ -234,7 +234,7 @@ def test_server_rotation_over_simulated_years_ignores_forged_times_and_path_chan
 
 
 @pytest.mark.claim("host.sandbox")
-def test_server_units_exposure_is_bounded(host, evidence) -> None:
+def test_server_units_exposure_is_bounded(host, cfg, evidence) -> None:  # cfg: skips where not a backup server
     bounds = require("host.sandbox")["exposure_max"]
     scores = {}
     for unit in (REST_UNIT, MAINT_UNIT):
