@@ -430,7 +430,12 @@ def _claim_entry(claim_id: str, results: list[Result], tagged: list[Check], read
         status = "fail"
         reason = "; ".join(f"{r.check}: {r.reason}" for r in results if r.outcome in ("failed", "error"))
     elif "passed" in outcomes:
-        status, reason = "pass", ""
+        # Passed as far as it ran: any check of it that was skipped is named, so a reader
+        # sees what this pass does not cover.
+        status = "pass"
+        skipped = [r for r in results if r.outcome == "skipped"]
+        reason = (f"{len(skipped)} of {len(results)} checks skipped: "
+                  + "; ".join(f"{r.check}: {r.reason}" for r in skipped)) if skipped else ""
     elif outcomes:
         status = "skip"
         reason = "; ".join(sorted({r.reason for r in results}))

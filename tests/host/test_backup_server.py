@@ -101,7 +101,7 @@ def test_secrets_and_data_belong_to_nobody_else(host, cfg, evidence) -> None:
 
 
 @pytest.mark.claim("backup.offsite_append_only")
-def test_no_ssh_way_into_the_repositories(host, evidence) -> None:
+def test_no_ssh_way_into_the_repositories(host, cfg, evidence) -> None:  # cfg: skips where not a backup server
     """The SFTP account of earlier releases is gone: the data is reachable through the
     append-only server only."""
     with host.sudo():
