@@ -52,7 +52,7 @@ converge: ## Converge playbooks/site.yml on INVENTORY; ARGS='--check --diff --ta
 
 .PHONY: verify
 verify: ## Every host check (disruptive ones too: lab and CI) against INVENTORY; report in reports/latest/
-	@pytest -p no:cacheprovider -q --progress --hosts='ansible://platform' --ansible-inventory=$(INVENTORY) \
+	@pytest -p no:cacheprovider -q --progress --hosts='ansible://all' --ansible-inventory=$(INVENTORY) \
 	  $(LAB_PYTEST_ARGS) --audit-report=reports -n auto --dist loadgroup tests/host
 
 # The read-only audit, safe against production: only non-disruptive checks that cite a
@@ -61,7 +61,7 @@ verify: ## Every host check (disruptive ones too: lab and CI) against INVENTORY;
 # and fails when a claim fails on a host without a named exception (policy_exceptions).
 .PHONY: audit
 audit: ## Read-only audit of INVENTORY against policy/claims.yml (safe in production): reports/latest/
-	@pytest -p no:cacheprovider -q --progress --hosts='ansible://platform' --ansible-inventory=$(INVENTORY) \
+	@pytest -p no:cacheprovider -q --progress --hosts='ansible://all' --ansible-inventory=$(INVENTORY) \
 	  $(LAB_PYTEST_ARGS) --audit-readonly --audit-report=reports -n auto --dist loadgroup tests/host
 
 # --- The lab --------------------------------------------------------------------------------

@@ -28,6 +28,11 @@ ensure_network() {
   local bridge i
   bridge=$(podman network inspect "$LAB_NETWORK" --format '{{.NetworkInterface}}')
   if ip link show "$bridge" >/dev/null 2>&1; then
+    # A Linux bridge takes the lowest MAC of its ports unless one is set, so its MAC changes
+    # as lab containers come and go, and hosts keep answering the old one for a while
+    # (first connections time out). A fixed, locally administered MAC stops that.
+    [ "$(cat "/sys/class/net/$bridge/addr_assign_type" 2>/dev/null)" = 3 ] \
+      || ip link set dev "$bridge" address "$LAB_BRIDGE_MAC"
     for i in $(seq "$LAB_PROBE_FIRST" "$LAB_PROBE_LAST"); do
       ip -br addr show dev "$bridge" | grep -q "${LAB_SUBNET%.*/*}.$i/" \
         || ip addr add "${LAB_SUBNET%.*/*}.$i/32" dev "$bridge"

@@ -14,6 +14,8 @@ export CONTAINERS_CONF=${CONTAINERS_CONF:-$REPO_ROOT/lab/containers.conf}
 LAB_NETWORK=${LAB_NETWORK:-iac-lab}
 LAB_SUBNET=${LAB_SUBNET:-10.89.77.0/24}
 LAB_GATEWAY=${LAB_GATEWAY:-10.89.77.1}
+# The bridge's own MAC, fixed (scripts/lab/ca.sh): locally administered, derived from the subnet.
+LAB_BRIDGE_MAC=${LAB_BRIDGE_MAC:-02:0a:59:4d:00:01}
 LAB_CA_NAME=${LAB_CA_NAME:-lab-ca}
 LAB_CA_IP=${LAB_CA_IP:-10.89.77.2}
 # Controller addresses on the lab bridge that host checks send requests from (lab/hosts).

@@ -300,39 +300,68 @@ def pytest_addoption(parser, pluginmanager) -> None:
         pluginmanager.register(audit_report, "audit_report")
 
 
-_HOST_OF: dict[str, str] = {}
-
-
 def _item_host(item) -> str:
     callspec = getattr(item, "callspec", None)
     param = callspec.params.get("_testinfra_host") if callspec else None
     return param.backend.get_pytest_id().split("://", 1)[-1] if param is not None else ""
 
 
+# Which hosts a module's checks are about: the inventory groups in its HOST_GROUPS (default:
+# the platform hosts). The checks run with --hosts=ansible://all; a module is deselected (not
+# run, never counted as passed) for hosts outside its groups, e.g. the TLS edge checks on a
+# backup server, while the host baseline's checks run on both.
+DEFAULT_HOST_GROUPS = ("platform",)
+_GROUPS: dict[str, set[str]] = {}
+
+
+def _host_groups(inventory: str, host: str) -> set[str]:
+    key = f"{inventory}#{host}"
+    if key not in _GROUPS:
+        from ansible.inventory.manager import InventoryManager
+        from ansible.parsing.dataloader import DataLoader
+
+        inv = InventoryManager(loader=DataLoader(), sources=[inventory])
+        for h in inv.get_hosts():
+            _GROUPS[f"{inventory}#{h.name}"] = {g.name for g in h.get_groups()}
+    return _GROUPS.get(key, set())
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup reads the marker
 def pytest_collection_modifyitems(config, items) -> None:
+    inventory = config.getoption("ansible_inventory", None)
+    kept, dropped = [], []
     for item in items:
         host = _item_host(item)
+        wanted = set(getattr(item.module, "HOST_GROUPS", DEFAULT_HOST_GROUPS))
+        # Without an inventory (a collection, a local run) every module is kept.
+        if host and inventory and not (_host_groups(inventory, host) & wanted):
+            dropped.append(item)
+            continue
         if host:
             item.add_marker(pytest.mark.xdist_group(host))
-            _HOST_OF[item.nodeid] = host
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 class _Progress:
-    def __init__(self) -> None:
+    def __init__(self, host_ids: list[str]) -> None:
         import time
 
         self.start = time.monotonic()
+        self.host_ids = host_ids
         self.total: dict[tuple[str, str], int] = {}
         self.seen: dict[tuple[str, str], dict[str, int]] = {}
         self.first: dict[tuple[str, str], float] = {}
 
-    @staticmethod
-    def key(nodeid: str) -> tuple[str, str]:
-        """(module, host) of a test id; xdist's loadgroup appends "@<group>" (the host)."""
-        nodeid, _, group = nodeid.partition("@") if "@" in nodeid.rsplit("]", 1)[-1] else (nodeid, "", "")
+    def key(self, nodeid: str) -> tuple[str, str]:
+        """(module, host) of a test id (the host: audit_report.host_scope)."""
+        from audit_report import host_scope
+
         module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
-        return module, group or _HOST_OF.get(nodeid, "")
+        host = host_scope(nodeid, self.host_ids)
+        return module, (host.split("://", 1)[-1] if host != nodeid else "")
 
     def collected(self, nodeids) -> None:
         self.total.clear()
@@ -366,7 +395,9 @@ _PROGRESS: _Progress | None = None
 def pytest_configure(config) -> None:
     global _PROGRESS
     if config.getoption("progress", False) and not hasattr(config, "workerinput"):
-        _PROGRESS = _Progress()
+        from audit_report import _hosts
+
+        _PROGRESS = _Progress([h.backend.get_pytest_id() for h in _hosts(config)])
 
 
 def pytest_collection_finish(session) -> None:

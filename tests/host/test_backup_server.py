@@ -29,6 +29,8 @@ TOOL = "/usr/local/sbin/backup-server-maintenance"
 CONFIG = "/etc/backup-server/maintenance.json"
 
 pytestmark = pytest.mark.skipif("not config.getoption('hosts')", reason="needs a host")
+# Checks of the off-site backup servers only (tests/host/conftest.py: HOST_GROUPS).
+HOST_GROUPS = ("backup_servers",)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,9 @@ import pytest
 
 from policy import require
 
+# The host baseline applies to every host we manage: platform hosts and backup servers.
+HOST_GROUPS = ("platform", "backup_servers")
+
 TEST_BANTIME = 15
 
 

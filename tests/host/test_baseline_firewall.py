@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# The host baseline applies to every host we manage: platform hosts and backup servers.
+HOST_GROUPS = ("platform", "backup_servers")
+
 DEFAULTS = yaml.safe_load((Path(__file__).resolve().parents[2] / "roles/baseline/defaults/main.yml").read_text())
 PRIVATE_PORTS = [8000, 3000, 5432]
 LISTENER_PORT = 8000

@@ -17,6 +17,9 @@ import pytest
 
 from policy import require
 
+# The host baseline applies to every host we manage: platform hosts and backup servers.
+HOST_GROUPS = ("platform", "backup_servers")
+
 pytestmark = pytest.mark.claim("host.ssh")
 POLICY = require("host.ssh")
 

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+# The host baseline applies to every host we manage: platform hosts and backup servers.
+HOST_GROUPS = ("platform", "backup_servers")
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OTHER_PORT = 2222
 

@@ -11,6 +11,9 @@ import pytest
 
 from policy import require
 
+# The host baseline applies to every host we manage: platform hosts and backup servers.
+HOST_GROUPS = ("platform", "backup_servers")
+
 
 @pytest.fixture(scope="module")
 def in_container(host) -> bool:

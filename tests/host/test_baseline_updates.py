@@ -13,6 +13,9 @@ import pytest
 
 from policy import require
 
+# The host baseline applies to every host we manage: platform hosts and backup servers.
+HOST_GROUPS = ("platform", "backup_servers")
+
 pytestmark = pytest.mark.claim("host.updates")
 GUARD = require("host.updates")["clear_of_backup_minutes"]
 

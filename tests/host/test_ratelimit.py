@@ -14,6 +14,7 @@ SUSTAIN seconds (what the bucket refills: the rate); the policy bounds both.
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import pytest
@@ -149,3 +150,36 @@ def test_refusals_are_logged_for_fail2ban(host, site, evidence):
     logged = f"client: {result['source']}" in log and "limiting requests, excess:" in log
     evidence("ratelimit.edge", refusals_logged=logged)
     assert logged
+
+
+def _per_minute(rate: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)r/([ms])", rate).groups()
+    return int(number) * (60 if unit == "s" else 1)
+
+
+def test_every_zone_and_burst_of_every_site_within_policy(host, evidence):
+    """The bursts above are measured on the first site; this reads nginx's effective
+    configuration (nginx -T) for every site and kind of path: no zone faster than the
+    policy's rates, no burst on a public path above the policy's, and the larger bursts a
+    dashboard needs only where the location is restricted to the admin networks (which
+    tests/host/test_analytics_private.py proves from outside)."""
+    with host.sudo():
+        conf = host.check_output("nginx -T 2>/dev/null")
+    zones = dict(re.findall(r"limit_req_zone\s+\S+\s+zone=([\w-]+):\S+\s+rate=(\d+r/[ms])", conf))
+    too_fast = {z: r for z, r in zones.items()
+                if _per_minute(r) > POLICY["api_per_minute_max" if z.endswith("_api") else "general_per_minute_max"]}
+    # Each server or location block's own directives (our templates never nest locations).
+    too_big, checked = [], 0
+    for block in re.findall(r"(?:location|server)\s[^{]*\{([^{}]*)\}", conf):
+        admin_only = "admin-networks.conf" in block
+        for zone, size in re.findall(r"limit_req\s+zone=([\w-]+)(?:\s+burst=(\d+))?", block):
+            checked += 1
+            limit = (POLICY["admin_only_burst_max"] if admin_only
+                     else POLICY["api_burst_max" if zone.endswith("_api") else "general_burst_max"])
+            if int(size or 0) > limit:
+                too_big.append(f"{zone} burst={size} (at most {limit}{' admin-only' if admin_only else ''})")
+    evidence("ratelimit.edge", zones=zones, limit_req_directives_checked=checked,
+             zones_faster_than_policy=too_fast, bursts_above_policy=too_big)
+    assert zones and checked, "no limit_req zones or directives in nginx -T"
+    assert not too_fast, f"zones faster than the policy: {too_fast}"
+    assert not too_big, f"bursts above the policy: {too_big}"

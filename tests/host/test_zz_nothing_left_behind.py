@@ -13,6 +13,9 @@ import hoststate
 import pytest
 from conftest import DISRUPTIVE_RAN, HOST_SNAPSHOTS
 
+# Every host we manage: platform hosts and backup servers (tests/host/conftest.py).
+HOST_GROUPS = ("platform", "backup_servers")
+
 
 @pytest.mark.claim("infra.platform")
 def test_nothing_left_behind(host, evidence):

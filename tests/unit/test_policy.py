@@ -259,6 +259,17 @@ CASES = {
     "300 requests a minute": ({"nginx_ratelimit_general_rate": "300r/m"}, "ratelimit.edge"),
     "a burst of 100": ({"nginx_ratelimit_api_burst": 100}, "ratelimit.edge"),
     "TLS 1.3 only": ({"nginx_tls_profile": "modern"}, "tls.versions"),
+    "a public site with a dashboard's bursts": (
+        {"nginx_sites": [{"name": "app", "server_names": ["www.example.org"], "upstream": "http://127.0.0.1:8000",
+                          "ratelimit": {"general_burst": 60}}]}, "ratelimit.edge"),
+    "an admin-only site with a dashboard's bursts": (
+        {"nginx_sites": [{"name": "an", "server_names": ["an.example.org"], "upstream": "http://127.0.0.1:3000",
+                          "admin_only": True, "public_paths": ["/script.js"], "static_paths": ["/_next/static/"],
+                          "ratelimit": {"general_burst": 60, "api_burst": 60, "static_burst": 100}}]}, None),
+    "an admin-only site with a public path bursting 60": (
+        {"nginx_sites": [{"name": "an", "server_names": ["an.example.org"], "upstream": "http://127.0.0.1:3000",
+                          "admin_only": True, "public_paths": ["/script.js"],
+                          "ratelimit": {"public_burst": 60}}]}, "ratelimit.edge"),
     "a site dropping X-Frame-Options": (
         {"nginx_sites": [{"name": "app", "server_names": ["www.example.org"], "upstream": "http://127.0.0.1:8000",
                           "headers": {"X-Frame-Options": None}}]}, "headers.security"),
