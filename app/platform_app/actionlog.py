@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,70 @@ logger = logging.getLogger(__name__)
 
 FILE_MODE = 0o600
 _TAIL_BLOCK = 64 * 1024
+# The monthly files of the action-log copier (roles/app, platform-actionlog).
+MONTHLY_FILE_RE = re.compile(r"^actions-\d{4}-\d{2}\.jsonl$")
+
+
+class ActionLogUnreadable(OSError):
+    """The records exist but the app may not read them (permissions, missing directory)."""
+
+
+def tail_file(path: Path, limit: int) -> list[dict[str, Any]]:
+    """The last ``limit`` parseable records of a JSONL file, oldest first."""
+    if limit <= 0:
+        return []
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            position = handle.tell()
+            chunk = b""
+            while position > 0 and chunk.count(b"\n") <= limit:
+                step = min(_TAIL_BLOCK, position)
+                position -= step
+                handle.seek(position)
+                chunk = handle.read(step) + chunk
+    except FileNotFoundError:
+        return []
+    lines = chunk.split(b"\n")
+    if position > 0:
+        lines = lines[1:]  # first piece may be a partial line
+    records: deque[dict[str, Any]] = deque(maxlen=limit)
+    for raw in lines:
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return list(records)
+
+
+class MonthlyFilesReader:
+    """Reads the newest records from ``actions-YYYY-MM.jsonl`` files in a directory, which
+    another user (the copier) writes; the app only needs read access (docs/app.md)."""
+
+    readable = True
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def tail(self, limit: int) -> list[dict[str, Any]]:
+        try:
+            names = sorted(
+                (n for n in os.listdir(self.directory) if MONTHLY_FILE_RE.match(n)), reverse=True
+            )
+        except OSError as exc:
+            raise ActionLogUnreadable(f"{self.directory}: {exc.strerror}") from None
+        records: list[dict[str, Any]] = []
+        for name in names:
+            if len(records) >= limit:
+                break
+            try:
+                older = tail_file(self.directory / name, limit - len(records))
+            except OSError as exc:
+                raise ActionLogUnreadable(f"{name}: {exc.strerror}") from None
+            records = older + records
+        return records
 
 
 def utc_timestamp(now: datetime | None = None) -> str:
@@ -65,32 +130,7 @@ class FileSink:
 
     def tail(self, limit: int) -> list[dict[str, Any]]:
         """The last ``limit`` parseable records, oldest first."""
-        if limit <= 0:
-            return []
-        try:
-            with self.path.open("rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                position = handle.tell()
-                chunk = b""
-                while position > 0 and chunk.count(b"\n") <= limit:
-                    step = min(_TAIL_BLOCK, position)
-                    position -= step
-                    handle.seek(position)
-                    chunk = handle.read(step) + chunk
-        except FileNotFoundError:
-            return []
-        lines = chunk.split(b"\n")
-        if position > 0:
-            lines = lines[1:]  # first piece may be a partial line
-        records: deque[dict[str, Any]] = deque(maxlen=limit)
-        for raw in lines:
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-        return list(records)
+        return tail_file(self.path, limit)
 
 
 class JournaldSink:
@@ -117,11 +157,26 @@ def make_sink(spec: ActionLogSpec) -> ActionSink:
     raise ValueError(f"unknown action log kind {spec.kind!r}")
 
 
-class ActionLogger:
-    """Builds records and hands them to the sink; a failing sink never breaks a request."""
+class ActionReader(Protocol):
+    readable: bool
 
-    def __init__(self, sink: ActionSink) -> None:
+    def tail(self, limit: int) -> list[dict[str, Any]]: ...
+
+
+class ActionLogger:
+    """Builds records and hands them to the sink; a failing sink never breaks a request.
+    Records are read back from ``reader`` (the sink itself when it can be read)."""
+
+    def __init__(self, sink: ActionSink, reader: ActionReader | None = None) -> None:
         self.sink = sink
+        self.reader: ActionReader = reader if reader is not None else sink
+
+    @property
+    def readable(self) -> bool:
+        return self.reader.readable
+
+    def tail(self, limit: int) -> list[dict[str, Any]]:
+        return self.reader.tail(limit) if self.reader.readable else []
 
     def log(
         self,

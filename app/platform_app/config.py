@@ -8,11 +8,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from platform_app.limits import DB_NAME, LoginPolicy, Rate
+from platform_app.users import MIN_COST
+
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 MIN_SECRET_LENGTH = 32
 DEFAULT_TTL_SECONDS = 900
 MAX_TTL_SECONDS = 86400
 DEFAULT_ACTION_LOG_IDENTIFIER = "platform-actions"
+# Per-user limits (docs/app.md "Per-user limits"): name -> (default, minimum, maximum).
+INTEGER_SETTINGS: dict[str, tuple[int, int, int]] = {
+    "PLATFORM_LIMIT_COMPUTE_PER_MINUTE": (30, 1, 100_000),
+    "PLATFORM_LIMIT_COMPUTE_BURST": (10, 1, 10_000),
+    "PLATFORM_LIMIT_WRITE_PER_MINUTE": (30, 1, 100_000),
+    "PLATFORM_LIMIT_WRITE_BURST": (10, 1, 10_000),
+    "PLATFORM_LOGIN_ADDRESS_FREE_FAILURES": (5, 1, 1000),
+    "PLATFORM_LOGIN_ACCOUNT_FREE_FAILURES": (20, 1, 10_000),
+    "PLATFORM_LOGIN_LOCKOUT_BASE_SECONDS": (2, 1, 3600),
+    "PLATFORM_LOGIN_ADDRESS_LOCKOUT_MAX_SECONDS": (900, 1, 86_400),
+    "PLATFORM_LOGIN_ACCOUNT_LOCKOUT_MAX_SECONDS": (60, 1, 86_400),
+    "PLATFORM_LOGIN_FAILURE_WINDOW_SECONDS": (86_400, 60, 30 * 86_400),
+    "PLATFORM_PORTFOLIO_MAX_COUNT": (100, 1, 100_000),
+    "PLATFORM_PORTFOLIO_MAX_BYTES": (256 * 1024, 1024, 64 * 1024 * 1024),
+}
 
 
 class ConfigError(Exception):
@@ -42,6 +60,16 @@ class Settings:
     polygon_api_key: str | None = field(default=None, repr=False)
     umami_script_url: str | None = None
     umami_website_id: str | None = None
+    # Directory of the JSONL files written by the action-log copier (read-only for the app).
+    action_log_read_dir: Path | None = None
+    limits_db: Path | None = None
+    compute_rate: Rate = field(default_factory=lambda: Rate(30, 10))
+    write_rate: Rate = field(default_factory=lambda: Rate(30, 10))
+    login_policy: LoginPolicy = field(default_factory=LoginPolicy)
+    portfolio_max_count: int = 100
+    portfolio_max_bytes: int = 256 * 1024
+    # Not from the environment: the page promises cost 12; nothing can lower it.
+    bcrypt_min_cost: int = MIN_COST
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
@@ -118,6 +146,56 @@ def _action_log(env: Mapping[str, str], journal_socket: str) -> ActionLogSpec:
     raise ConfigError("PLATFORM_ACTION_LOG must be 'journald' or 'file:/absolute/path'")
 
 
+def _integer(env: Mapping[str, str], name: str) -> int:
+    default, low, high = INTEGER_SETTINGS[name]
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _absolute_dir(env: Mapping[str, str], name: str) -> Path | None:
+    raw = _optional(env, name)
+    if raw is None:
+        return None
+    path = Path(raw)
+    if not path.is_absolute():
+        raise ConfigError(f"{name} must be an absolute path")
+    return path
+
+
+def _limits_db(env: Mapping[str, str], state_dir: Path) -> Path:
+    """PLATFORM_LIMITS_DB, else the unit's RuntimeDirectory= (tmpfs), else the state dir."""
+    raw = _optional(env, "PLATFORM_LIMITS_DB")
+    if raw is None:
+        runtime = _optional(env, "RUNTIME_DIRECTORY")
+        directory = Path(runtime.split(":")[0]) if runtime else state_dir
+        return directory / DB_NAME
+    path = Path(raw)
+    if not path.is_absolute():
+        raise ConfigError("PLATFORM_LIMITS_DB must be an absolute path")
+    if not path.parent.is_dir():
+        raise ConfigError(f"the directory of PLATFORM_LIMITS_DB ({path.parent}) does not exist")
+    return path
+
+
+def _login_policy(env: Mapping[str, str]) -> LoginPolicy:
+    return LoginPolicy(
+        address_free_failures=_integer(env, "PLATFORM_LOGIN_ADDRESS_FREE_FAILURES"),
+        account_free_failures=_integer(env, "PLATFORM_LOGIN_ACCOUNT_FREE_FAILURES"),
+        lockout_base=float(_integer(env, "PLATFORM_LOGIN_LOCKOUT_BASE_SECONDS")),
+        address_lockout_max=float(_integer(env, "PLATFORM_LOGIN_ADDRESS_LOCKOUT_MAX_SECONDS")),
+        account_lockout_max=float(_integer(env, "PLATFORM_LOGIN_ACCOUNT_LOCKOUT_MAX_SECONDS")),
+        failure_window=float(_integer(env, "PLATFORM_LOGIN_FAILURE_WINDOW_SECONDS")),
+    )
+
+
 def _umami(env: Mapping[str, str]) -> tuple[str | None, str | None]:
     url = _optional(env, "UMAMI_SCRIPT_URL")
     website_id = _optional(env, "UMAMI_WEBSITE_ID")
@@ -135,14 +213,28 @@ def load_settings(
     """Build :class:`Settings` from ``env`` (defaults to ``os.environ``)."""
     env = os.environ if env is None else env
     umami_url, umami_id = _umami(env)
+    state_dir = _state_dir(env)
     return Settings(
         jwt_secret=_jwt_secret(env),
         jwt_ttl_seconds=_ttl(env),
-        state_dir=_state_dir(env),
+        state_dir=state_dir,
         users_file=_users_file(env),
         action_log=_action_log(env, journal_socket),
         fmp_api_key=_optional(env, "FMP_API_KEY"),
         polygon_api_key=_optional(env, "POLYGON_API_KEY"),
         umami_script_url=umami_url,
         umami_website_id=umami_id,
+        action_log_read_dir=_absolute_dir(env, "PLATFORM_ACTION_LOG_READ_DIR"),
+        limits_db=_limits_db(env, state_dir),
+        compute_rate=Rate(
+            _integer(env, "PLATFORM_LIMIT_COMPUTE_PER_MINUTE"),
+            _integer(env, "PLATFORM_LIMIT_COMPUTE_BURST"),
+        ),
+        write_rate=Rate(
+            _integer(env, "PLATFORM_LIMIT_WRITE_PER_MINUTE"),
+            _integer(env, "PLATFORM_LIMIT_WRITE_BURST"),
+        ),
+        login_policy=_login_policy(env),
+        portfolio_max_count=_integer(env, "PLATFORM_PORTFOLIO_MAX_COUNT"),
+        portfolio_max_bytes=_integer(env, "PLATFORM_PORTFOLIO_MAX_BYTES"),
     )

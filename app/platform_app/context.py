@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from platform_app.actionlog import ActionLogger
 from platform_app.config import Settings
+from platform_app.limits import LimitStore
 from platform_app.portfolios import PortfolioStore
 from platform_app.tokens import TokenService
 from platform_app.users import UserStore
@@ -18,3 +19,4 @@ class AppContext:
     tokens: TokenService
     actions: ActionLogger
     portfolios: PortfolioStore
+    limits: LimitStore

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from platform_app.config import ConfigError, load_settings
 from platform_app.factory import create_app
+from platform_app.limits import LimiterUnavailable
 from platform_app.users import UsersFileError
 
 EX_CONFIG = 78
@@ -20,7 +21,7 @@ EX_CONFIG = 78
 def build_app() -> FastAPI:
     try:
         return create_app(load_settings())
-    except (ConfigError, UsersFileError) as exc:
+    except (ConfigError, UsersFileError, LimiterUnavailable) as exc:
         print(f"platform_app: refusing to start: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EX_CONFIG) from None
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 SUFFIX = ".json"
+DEFAULT_MAX_COUNT = 100
+DEFAULT_MAX_BYTES = 256 * 1024
 
 
 class InvalidName(ValueError):
@@ -26,6 +30,26 @@ class PortfolioNotFound(LookupError):
     """No such portfolio."""
 
 
+class PortfolioTooLarge(ValueError):
+    """The stored document would exceed the size cap."""
+
+
+class PortfolioLimitReached(RuntimeError):
+    """The user already has as many portfolios as allowed."""
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """An exclusive flock on the user's directory: one writer at a time across workers,
+    so that two new portfolios cannot both take the last free place."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _ensure_private_dir(path: Path) -> None:
     path.mkdir(mode=DIR_MODE, exist_ok=True)
     if path.is_symlink() or not path.is_dir():
@@ -34,8 +58,18 @@ def _ensure_private_dir(path: Path) -> None:
 
 
 class PortfolioStore:
-    def __init__(self, state_dir: Path) -> None:
+    """At most ``max_count`` portfolios per user, each at most ``max_bytes`` on disk (so
+    one user can never hold more than max_count * max_bytes)."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        max_count: int = DEFAULT_MAX_COUNT,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         self.users_root = state_dir / "users"
+        self.max_count = max_count
+        self.max_bytes = max_bytes
 
     def _user_dir(self, owner: str, *, create: bool) -> Path:
         if not USERNAME_RE.fullmatch(owner):
@@ -70,8 +104,27 @@ class PortfolioStore:
 
     def write(self, owner: str, name: str, document: Any) -> int:
         """Atomically replace the portfolio; returns the number of bytes stored."""
+        data = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        data += b"\n"
+        if len(data) > self.max_bytes:
+            raise PortfolioTooLarge(f"a portfolio may take at most {self.max_bytes} bytes")
         path = self._path(owner, name, create=True)
-        data = json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+        with _locked(path.parent):
+            if not path.exists() and len(self.list(owner)) >= self.max_count:
+                raise PortfolioLimitReached(
+                    f"at most {self.max_count} portfolios per user; delete one first"
+                )
+            self._replace(path, data)
+        return len(data)
+
+    def delete(self, owner: str, name: str) -> None:
+        path = self._path(owner, name, create=False)
+        try:
+            os.unlink(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise PortfolioNotFound(name) from None
+
+    def _replace(self, path: Path, data: bytes) -> None:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=SUFFIX)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -89,7 +142,6 @@ class PortfolioStore:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        return len(data)
 
     def list(self, owner: str) -> list[str]:
         directory = self._user_dir(owner, create=False)

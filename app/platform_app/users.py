@@ -14,6 +14,9 @@ USERNAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _BCRYPT_RE = re.compile(r"^\$2[aby]\$(\d{2})\$[./A-Za-z0-9]{53}$")
 BCRYPT_MAX_BYTES = 72
 DEFAULT_COST = 12
+# The lowest bcrypt cost the app accepts in its users file (the page promises 12). A file
+# with a cheaper hash is refused at startup (exit 78), whatever deployed it.
+MIN_COST = 12
 
 
 class UsersFileError(Exception):
@@ -27,7 +30,7 @@ class User:
     password_hash: bytes = field(repr=False)
 
 
-def _parse_user(name: object, entry: object) -> User:
+def _parse_user(name: object, entry: object, min_cost: int) -> User:
     if not isinstance(name, str) or not USERNAME_RE.fullmatch(name):
         raise UsersFileError(f"invalid username {name!r}")
     if not isinstance(entry, dict):
@@ -36,6 +39,12 @@ def _parse_user(name: object, entry: object) -> User:
     role = entry.get("role", "user")
     if not isinstance(password_hash, str) or not _BCRYPT_RE.fullmatch(password_hash):
         raise UsersFileError(f"user {name}: password_hash is not a bcrypt hash")
+    cost = int(password_hash[4:6])
+    if cost < min_cost:
+        raise UsersFileError(
+            f"user {name}: bcrypt cost {cost} is below {min_cost}; rehash the password"
+            " (python -m platform_app.hashpw)"
+        )
     if role not in ROLES:
         raise UsersFileError(f"user {name}: role must be one of {sorted(ROLES)}")
     return User(username=name, role=role, password_hash=password_hash.encode("ascii"))
@@ -57,7 +66,7 @@ class UserStore:
         self._dummy_hash = bcrypt.hashpw(b"dummy-password", bcrypt.gensalt(rounds=cost))
 
     @classmethod
-    def from_file(cls, path: Path) -> UserStore:
+    def from_file(cls, path: Path, min_cost: int = MIN_COST) -> UserStore:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
@@ -66,7 +75,8 @@ class UserStore:
             raise UsersFileError(f"users file {path} is not valid JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("users"), dict):
             raise UsersFileError('users file must look like {"users": {...}}')
-        return cls({name: _parse_user(name, entry) for name, entry in data["users"].items()})
+        users = data["users"].items()
+        return cls({name: _parse_user(name, entry, min_cost) for name, entry in users})
 
     def get(self, username: str) -> User | None:
         return self._users.get(username)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,9 +22,21 @@ PASSWORDS = {"alice": "alice-pass-1", "bob": "bob-pass-2", "root": "root-pass-3"
 ROLES = {"alice": "user", "bob": "user", "root": "admin"}
 
 
-def _hash(password: str) -> str:
-    # Cost 4 keeps the suite fast; production hashes use cost 12 (see hashpw).
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+# Cost 4 keeps the suite fast. The app refuses it (MIN_COST 12): the in-process tests lower
+# Settings.bcrypt_min_cost, which no environment variable can do; a real server gets
+# cost-12 hashes (users_document_cost12).
+TEST_COST = 4
+
+
+def _hash(password: str, cost: int = TEST_COST) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=cost)).decode()
+
+
+def make_settings(
+    env: dict[str, str], journal_socket: str = "/nonexistent/journal.sock", **overrides: Any
+) -> Settings:
+    settings = load_settings(env, journal_socket=journal_socket)
+    return dataclasses.replace(settings, bcrypt_min_cost=TEST_COST, **overrides)
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +44,16 @@ def users_document() -> dict[str, Any]:
     return {
         "users": {
             name: {"password_hash": _hash(PASSWORDS[name]), "role": ROLES[name]}
+            for name in PASSWORDS
+        }
+    }
+
+
+@pytest.fixture(scope="session")
+def users_document_cost12() -> dict[str, Any]:
+    return {
+        "users": {
+            name: {"password_hash": _hash(PASSWORDS[name], 12), "role": ROLES[name]}
             for name in PASSWORDS
         }
     }
@@ -47,6 +70,7 @@ def env(tmp_path: Path, users_document: dict[str, Any]) -> dict[str, str]:
         "PLATFORM_STATE_DIR": str(state),
         "PLATFORM_USERS_FILE": str(users_file),
         "PLATFORM_ACTION_LOG": f"file:{tmp_path / 'actions.jsonl'}",
+        "PLATFORM_LIMITS_DB": str(tmp_path / "limits.sqlite3"),
         "FMP_API_KEY": FMP_KEY,
         "POLYGON_API_KEY": POLYGON_KEY,
     }
@@ -63,8 +87,7 @@ def make_client(env: dict[str, str]) -> Iterator[Callable[..., TestClient]]:
                 merged.pop(key, None)
             else:
                 merged[key] = value
-        settings = load_settings(merged, journal_socket="/nonexistent/journal.sock")
-        client = TestClient(create_app(settings))
+        client = TestClient(create_app(make_settings(merged)))
         clients.append(client)
         return client
 
@@ -80,7 +103,7 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
 
 @pytest.fixture
 def settings(env: dict[str, str]) -> Settings:
-    return load_settings(env, journal_socket="/nonexistent/journal.sock")
+    return make_settings(env)
 
 
 @pytest.fixture

@@ -62,7 +62,7 @@ def test_failed_login_with_garbage_username_records_no_username(
     ("method", "path", "body", "user", "op", "details"),
     [
         ("PUT", "/api/portfolios/alice/main", {"a": 1}, "alice", "portfolio_write",
-         {"owner": "alice", "name": "main", "bytes": 13}),
+         {"owner": "alice", "name": "main", "bytes": 8}),
         ("GET", "/api/portfolios/alice/main", None, "alice", "portfolio_read",
          {"owner": "alice", "name": "main"}),
         ("GET", "/api/portfolios/alice", None, "alice", "portfolio_list", {"owner": "alice"}),
@@ -211,12 +211,13 @@ def test_journald_sink_sends_a_correct_datagram(
 def test_journald_sink_through_the_app(
     env: dict[str, str], journal_socket: tuple[str, socket.socket]
 ) -> None:
-    from platform_app.config import load_settings
+    from conftest import make_settings
+
     from platform_app.factory import create_app
 
     path, server = journal_socket
     env = {**env, "PLATFORM_ACTION_LOG": "journald", "PLATFORM_ACTION_LOG_IDENTIFIER": "lab-act"}
-    settings = load_settings(env, journal_socket=path)
+    settings = make_settings(env, journal_socket=path)
     with TestClient(create_app(settings)) as client:
         login(client, "bob")
     fields = _parse_datagram(server.recv(65536))

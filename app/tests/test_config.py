@@ -113,6 +113,67 @@ def test_app_refuses_to_start_with_short_secret(env: dict[str, str]) -> None:
     assert "short" not in result.stderr.replace("at least", "")
 
 
-def test_app_imports_with_good_environment(env: dict[str, str]) -> None:
+def _users_file(tmp_path: Path, document: dict) -> str:
+    path = tmp_path / "users-real.json"
+    path.write_text(json.dumps(document))
+    return str(path)
+
+
+def test_app_imports_with_good_environment(
+    env: dict[str, str], tmp_path: Path, users_document_cost12: dict
+) -> None:
+    env["PLATFORM_USERS_FILE"] = _users_file(tmp_path, users_document_cost12)
     result = _run_app_import(env)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("cost", [4, 10, 11])
+def test_app_refuses_a_users_file_with_a_bcrypt_cost_below_12(
+    env: dict[str, str], tmp_path: Path, users_document_cost12: dict, cost: int
+) -> None:
+    """The app itself enforces cost >= 12 (not only the role): exit 78, no traceback."""
+    import bcrypt
+
+    document = json.loads(json.dumps(users_document_cost12))
+    weak = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=cost)).decode()
+    document["users"]["bob"]["password_hash"] = weak
+    env["PLATFORM_USERS_FILE"] = _users_file(tmp_path, document)
+    result = _run_app_import(env)
+    assert result.returncode == 78
+    assert f"user bob: bcrypt cost {cost} is below 12" in result.stderr
+    assert "Traceback" not in result.stderr and weak not in result.stderr
+
+
+def test_no_environment_variable_lowers_the_bcrypt_minimum(env: dict[str, str]) -> None:
+    env["PLATFORM_BCRYPT_MIN_COST"] = "4"
+    assert load_settings(env, journal_socket="/x").bcrypt_min_cost == 12
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PLATFORM_LIMIT_COMPUTE_PER_MINUTE", "0", "between 1 and"),
+        ("PLATFORM_LIMIT_COMPUTE_BURST", "many", "integer"),
+        ("PLATFORM_LOGIN_ADDRESS_FREE_FAILURES", "0", "between 1 and"),
+        ("PLATFORM_PORTFOLIO_MAX_COUNT", "-1", "between 1 and"),
+        ("PLATFORM_PORTFOLIO_MAX_BYTES", "10", "between 1024 and"),
+        ("PLATFORM_LIMITS_DB", "relative.sqlite3", "absolute"),
+        ("PLATFORM_LIMITS_DB", "/nonexistent/dir/limits.sqlite3", "does not exist"),
+        ("PLATFORM_ACTION_LOG_READ_DIR", "var/log", "absolute"),
+    ],
+)
+def test_invalid_limit_settings(env: dict[str, str], name: str, value: str, message: str) -> None:
+    env[name] = value
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env, journal_socket="/nonexistent")
+
+
+def test_limit_settings_and_runtime_directory(env: dict[str, str], tmp_path: Path) -> None:
+    env.pop("PLATFORM_LIMITS_DB")
+    env["RUNTIME_DIRECTORY"] = f"{tmp_path}:/elsewhere"
+    env["PLATFORM_LIMIT_COMPUTE_PER_MINUTE"] = "12"
+    env["PLATFORM_LOGIN_ACCOUNT_LOCKOUT_MAX_SECONDS"] = "30"
+    settings = load_settings(env, journal_socket="/nonexistent")
+    assert settings.limits_db == tmp_path / "limits.sqlite3"
+    assert settings.compute_rate.per_minute == 12 and settings.compute_rate.burst == 10
+    assert settings.login_policy.account_lockout_max == 30

@@ -79,10 +79,89 @@ def test_cross_user_access_is_403_and_logged(
     assert json.loads(bob_file.read_text()) == {"x": 1}
 
 
-def test_unknown_owner_is_404(client: TestClient, tokens: dict[str, str]) -> None:
+def test_unknown_and_existing_other_owners_answer_alike(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    """No username enumeration: bob (exists) and mallory (does not) give the same answer."""
+    client.put("/api/portfolios/bob/main", json={"x": 1}, headers=auth_header(tokens["bob"]))
     headers = auth_header(tokens["alice"])
-    assert client.get("/api/portfolios/mallory/main", headers=headers).status_code == 404
-    assert client.get("/api/portfolios/mallory", headers=headers).status_code == 404
+    for method, suffix in [("GET", "/main"), ("GET", ""), ("PUT", "/main"), ("DELETE", "/main")]:
+        answers = []
+        for owner in ("bob", "mallory"):
+            body = {"y": 2} if method == "PUT" else None
+            response = client.request(
+                method, f"/api/portfolios/{owner}{suffix}", json=body, headers=headers
+            )
+            answers.append((response.status_code, response.content))
+        assert (
+            answers[0]
+            == answers[1]
+            == (403, b'{"detail":"only the owner may access this portfolio"}')
+        ), (method, suffix, answers)
+
+
+def test_owner_can_delete(client: TestClient, tokens: dict[str, str], action_log: Path) -> None:
+    headers = auth_header(tokens["alice"])
+    client.put("/api/portfolios/alice/old", json=[1], headers=headers)
+    assert client.delete("/api/portfolios/alice/old", headers=headers).status_code == 200
+    assert client.get("/api/portfolios/alice/old", headers=headers).status_code == 404
+    assert client.delete("/api/portfolios/alice/old", headers=headers).status_code == 404
+    assert read_actions(action_log)[-1]["op"] == "portfolio_delete"
+
+
+def test_portfolio_count_is_capped(make_client, env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    from conftest import login
+
+    client = make_client(PLATFORM_PORTFOLIO_MAX_COUNT="3", PLATFORM_LIMIT_WRITE_BURST="100")
+    headers = auth_header(login(client, "alice"))
+    for name in ("p1", "p2", "p3"):
+        assert (
+            client.put(f"/api/portfolios/alice/{name}", json=[1], headers=headers).status_code
+            == 200
+        )
+    refused = client.put("/api/portfolios/alice/p4", json=[1], headers=headers)
+    assert refused.status_code == 409 and "at most 3" in refused.text
+    # Replacing an existing one is not a new one; after a delete there is room again.
+    assert client.put("/api/portfolios/alice/p3", json=[2], headers=headers).status_code == 200
+    assert client.delete("/api/portfolios/alice/p1", headers=headers).status_code == 200
+    assert client.put("/api/portfolios/alice/p4", json=[1], headers=headers).status_code == 200
+    assert sorted(p.name for p in (_state(env) / "users" / "alice").iterdir()) == [
+        "p2.json", "p3.json", "p4.json",
+    ]  # fmt: skip
+
+
+def test_portfolio_size_is_capped(make_client) -> None:  # type: ignore[no-untyped-def]
+    from conftest import login
+
+    client = make_client(PLATFORM_PORTFOLIO_MAX_BYTES="2048")
+    headers = auth_header(login(client, "alice"))
+    small = {"notes": "x" * 1000}
+    assert client.put("/api/portfolios/alice/ok", json=small, headers=headers).status_code == 200
+    big = {"notes": "x" * 3000}
+    response = client.put("/api/portfolios/alice/big", json=big, headers=headers)
+    assert response.status_code == 413
+    assert client.get("/api/portfolios/alice/big", headers=headers).status_code == 404
+
+
+def test_portfolio_count_cap_holds_under_concurrency(tmp_path: Path) -> None:
+    """Writers in parallel threads (as in several workers) never exceed the cap."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from platform_app.portfolios import PortfolioLimitReached
+
+    store = PortfolioStore(tmp_path, max_count=5)
+
+    def write(i: int) -> bool:
+        try:
+            store.write("alice", f"n{i}", {"i": i})
+            return True
+        except PortfolioLimitReached:
+            return False
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(write, range(40)))
+    assert sum(results) == 5
+    assert len(store.list("alice")) == 5
 
 
 @pytest.mark.parametrize("name", ["a.b", "x" * 65, "main.json", "sp ace", "é", "a%00b"])

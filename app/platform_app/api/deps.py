@@ -8,9 +8,13 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 
 from platform_app.context import AppContext
+from platform_app.limits import Decision, LimiterUnavailable
 from platform_app.tokens import InvalidToken
 
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+# Scopes of the per-user limits: compute-intensive calls and writes to disk.
+COMPUTE = "compute"
+WRITE = "write"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,45 @@ def current_user(
     return Principal(username=user.username, role=user.role)
 
 
+def too_many(decision: Decision, detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        detail,
+        headers={"Retry-After": str(decision.retry_after)},
+    )
+
+
+def limiter_unavailable() -> HTTPException:
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        "rate limiter unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
+def spend(context: AppContext, principal: Principal, ip: str | None, scope: str) -> None:
+    """Take one token of the user's budget for ``scope``, or answer 429 with Retry-After."""
+    settings = context.settings
+    rate = settings.compute_rate if scope == COMPUTE else settings.write_rate
+    try:
+        decision = context.limits.hit(scope, principal.username, rate)
+    except LimiterUnavailable:
+        raise limiter_unavailable() from None
+    if not decision.allowed:
+        details = {"scope": scope, "retry_after": decision.retry_after}
+        context.actions.log("rate_limited", user=principal.username, ip=ip, details=details)
+        raise too_many(decision, f"too many requests ({scope}: {rate} per user)")
+
+
+def compute_user(
+    request: Request,
+    context: Annotated[AppContext, Depends(get_context)],
+    principal: Annotated[Principal, Depends(current_user)],
+) -> Principal:
+    spend(context, principal, client_ip(request), COMPUTE)
+    return principal
+
+
 def require_admin(principal: Annotated[Principal, Depends(current_user)]) -> Principal:
     if not principal.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "admin role required")
@@ -64,4 +107,5 @@ def require_admin(principal: Annotated[Principal, Depends(current_user)]) -> Pri
 ContextDep = Annotated[AppContext, Depends(get_context)]
 UserDep = Annotated[Principal, Depends(current_user)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
+ComputeUserDep = Annotated[Principal, Depends(compute_user)]
 ClientIP = Annotated[str | None, Depends(client_ip)]

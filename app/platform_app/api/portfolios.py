@@ -7,24 +7,27 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 
-from platform_app.api.deps import ClientIP, ContextDep, Principal, UserDep
+from platform_app.api.deps import WRITE, ClientIP, ContextDep, Principal, UserDep, spend
 from platform_app.context import AppContext
-from platform_app.portfolios import NAME_RE, InvalidName, PortfolioNotFound
+from platform_app.portfolios import (
+    NAME_RE,
+    InvalidName,
+    PortfolioLimitReached,
+    PortfolioNotFound,
+    PortfolioTooLarge,
+)
 from platform_app.users import USERNAME_RE
 
 router = APIRouter(prefix="/api/portfolios", tags=["portfolios"])
-
-MAX_BODY_BYTES = 256 * 1024
 
 
 def _authorize(
     context: AppContext, principal: Principal, ip: str | None, owner: str, name: str | None, op: str
 ) -> None:
-    """400 for a malformed name, 404 for an unknown owner, 403 for someone else's data."""
+    """400 for a malformed name, 403 for anyone else's data. Whether the other owner exists
+    is never looked up: an existing and a made-up name get the same answer (no enumeration)."""
     if not USERNAME_RE.fullmatch(owner) or (name is not None and not NAME_RE.fullmatch(name)):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid owner or portfolio name")
-    if not context.users.exists(owner):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown owner")
     if owner != principal.username:
         details: dict[str, Any] = {"owner": owner, "attempted": op}
         if name is not None:
@@ -33,15 +36,15 @@ def _authorize(
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only the owner may access this portfolio")
 
 
-async def _read_json_body(request: Request) -> Any:
+async def _read_json_body(request: Request, limit: int) -> Any:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise HTTPException(413, "body too large")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"body too large (at most {limit} bytes)")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, "body too large")
+        if len(body) > limit:
+            raise HTTPException(413, f"body too large (at most {limit} bytes)")
     try:
         return json.loads(body)
     except ValueError:
@@ -84,11 +87,33 @@ async def write_portfolio(
     ip: ClientIP,
 ) -> dict[str, Any]:
     _authorize(context, principal, ip, owner, name, "write")
-    document = await _read_json_body(request)
+    spend(context, principal, ip, WRITE)
+    document = await _read_json_body(request, context.settings.portfolio_max_bytes)
     try:
         size = context.portfolios.write(owner, name, document)
     except InvalidName:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid portfolio path") from None
+    except PortfolioTooLarge as exc:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from None
+    except PortfolioLimitReached as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     details = {"owner": owner, "name": name, "bytes": size}
     context.actions.log("portfolio_write", user=principal.username, ip=ip, details=details)
     return {"owner": owner, "name": name, "bytes": size}
+
+
+@router.delete("/{owner}/{name}")
+def delete_portfolio(
+    owner: str, name: str, context: ContextDep, principal: UserDep, ip: ClientIP
+) -> dict[str, Any]:
+    _authorize(context, principal, ip, owner, name, "delete")
+    spend(context, principal, ip, WRITE)
+    try:
+        context.portfolios.delete(owner, name)
+    except InvalidName:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid portfolio path") from None
+    except PortfolioNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such portfolio") from None
+    details = {"owner": owner, "name": name}
+    context.actions.log("portfolio_delete", user=principal.username, ip=ip, details=details)
+    return {"owner": owner, "name": name, "deleted": True}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
-from platform_app.api.deps import ClientIP, ContextDep, UserDep
+from platform_app.api.deps import ClientIP, ComputeUserDep, ContextDep
 from platform_app.expression import (
     MAX_EXPRESSION_LENGTH,
     MAX_VARIABLES,
@@ -28,7 +28,7 @@ class EvaluateResponse(BaseModel):
 
 @router.post("/evaluate")
 def evaluate_expression(
-    body: EvaluateRequest, context: ContextDep, principal: UserDep, ip: ClientIP
+    body: EvaluateRequest, context: ContextDep, principal: ComputeUserDep, ip: ClientIP
 ) -> EvaluateResponse:
     try:
         result = evaluate(body.expression, body.variables)

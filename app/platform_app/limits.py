@@ -1,0 +1,315 @@
+"""Per-user rate limits and per-account login throttling, shared by every worker process.
+
+uvicorn runs several worker processes; a counter in one process's memory would give each
+user one budget per worker. The state therefore lives in one small SQLite database (WAL,
+no fsync: it sits on tmpfs under the unit's RuntimeDirectory= and only has to outlive a
+restart, not a reboot). Every decision is one ``BEGIN IMMEDIATE`` transaction, so two
+workers can never both spend the last token.
+
+Rate limits (:meth:`LimitStore.hit`) are a GCRA token bucket per (scope, user): ``burst``
+requests at once, then one every ``60 / per_minute`` seconds; a refusal carries the
+seconds until the next token (``Retry-After``).
+
+Logins (:meth:`LimitStore.login_attempt`) are throttled on two tiers:
+
+* per account **and client address**: ``address_free_failures`` wrong passwords in a row,
+  then a lockout of ``base * 2**k`` seconds (k = failures beyond the free ones), capped at
+  ``address_lockout_max``. A guesser on one address slows down exponentially; the real
+  user on another address is not affected by it.
+* per account, over every address: ``account_free_failures`` failures, then lockouts
+  doubling from ``base`` up to ``account_lockout_max`` (short on purpose). This bounds a
+  guesser spread over many addresses without letting anyone lock the real user out for
+  longer than that cap.
+
+An attempt is counted as a failure *before* the password is checked and cleared when it
+succeeds, so parallel attempts cannot all slip through while bcrypt runs. While a key is
+locked, attempts are refused with 429 without checking the password (and without adding
+to the count). Failures are forgotten ``failure_window`` seconds after the last one.
+
+``python -m platform_app.limits --db PATH reset USER`` lifts the limits and lockouts of
+one user (run it as the app's user, see docs/app.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import math
+import os
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from platform_app.users import USERNAME_RE
+
+logger = logging.getLogger(__name__)
+
+DB_NAME = "limits.sqlite3"
+# Rows kept at most in the login table (a guesser may try many usernames from many
+# addresses): beyond it, the oldest rows that lock nothing are dropped.
+MAX_LOGIN_ROWS = 100_000
+# Housekeeping (expired rows) runs once every this many decisions per process.
+PRUNE_EVERY = 1000
+ACCOUNT_TIER = "*"  # the "address" of the account-wide row
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS buckets (
+    scope TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    tat REAL NOT NULL,
+    PRIMARY KEY (scope, subject)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS logins (
+    subject TEXT NOT NULL,
+    address TEXT NOT NULL,
+    failures INTEGER NOT NULL,
+    locked_until REAL NOT NULL,
+    last_failure REAL NOT NULL,
+    PRIMARY KEY (subject, address)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS logins_by_age ON logins (last_failure);
+"""
+
+
+class LimiterUnavailable(RuntimeError):
+    """The shared store cannot be used (the request is refused, never let through)."""
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``per_minute`` requests per minute on average, ``burst`` at once."""
+
+    per_minute: int
+    burst: int
+
+    @property
+    def interval(self) -> float:
+        return 60.0 / self.per_minute
+
+    def __str__(self) -> str:
+        return f"{self.per_minute}/min, burst {self.burst}"
+
+
+@dataclass(frozen=True)
+class LoginPolicy:
+    address_free_failures: int = 5
+    account_free_failures: int = 20
+    lockout_base: float = 2.0
+    address_lockout_max: float = 900.0
+    account_lockout_max: float = 60.0
+    failure_window: float = 86400.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after: int = 0  # whole seconds, >= 1 when refused
+
+
+def subject_key(username: str) -> str:
+    """The key of an attempted username: itself when it is a valid name, else a hash
+    (bounded size; a garbage name still gets its own throttle, like a real one)."""
+    if USERNAME_RE.fullmatch(username):
+        return username
+    return "~" + hashlib.sha256(username.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def _seconds(value: float) -> int:
+    return max(1, math.ceil(value - 1e-9))
+
+
+def _lockout(failures: int, free: int, base: float, cap: float) -> float:
+    """Seconds locked after ``failures`` failures (0 below the free ones)."""
+    if failures < free:
+        return 0.0
+    return min(cap, base * 2.0 ** min(failures - free, 40))
+
+
+class LimitStore:
+    """The shared state. One connection per process, used under a lock by its threads."""
+
+    def __init__(
+        self,
+        path: Path,
+        clock: Callable[[], float] = time.time,
+        failure_window: float = LoginPolicy.failure_window,
+    ) -> None:
+        self.path = path
+        self.clock = clock
+        self.failure_window = failure_window
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        self._ops = 0
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            conn = sqlite3.connect(
+                self.path, timeout=10, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=OFF")
+            conn.executescript(_SCHEMA)
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                self._ops += 1
+                if self._ops % PRUNE_EVERY == 0:
+                    self._prune(conn)
+            except sqlite3.Error as exc:
+                logger.error("rate limit store %s: %s", self.path, exc)
+                self._conn = None
+                raise LimiterUnavailable(str(exc)) from None
+
+    def check(self) -> None:
+        """Open (and create) the store now, so that a bad path fails at startup."""
+        with self._transaction():
+            pass
+
+    # --- per-user rate limits --------------------------------------------------------
+
+    def hit(self, scope: str, subject: str, rate: Rate) -> Decision:
+        """Spend one token of (scope, subject), or say how long until the next one."""
+        now = self.clock()
+        interval = rate.interval
+        ceiling = rate.burst * interval
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT tat FROM buckets WHERE scope = ? AND subject = ?", (scope, subject)
+            ).fetchone()
+            # A stored time beyond what the rate allows (clock moved back) counts as now.
+            tat = row[0] if row and row[0] - now <= ceiling else now
+            new_tat = max(tat, now) + interval
+            if new_tat - now > ceiling:
+                return Decision(False, _seconds(new_tat - now - ceiling))
+            conn.execute(
+                "INSERT OR REPLACE INTO buckets (scope, subject, tat) VALUES (?, ?, ?)",
+                (scope, subject, new_tat),
+            )
+        return Decision(True)
+
+    # --- logins ----------------------------------------------------------------------
+
+    def login_attempt(self, username: str, address: str, policy: LoginPolicy) -> Decision:
+        """Admit one password check for (username, address), counting it as a failure
+        until :meth:`login_succeeded` clears it; or refuse it while a lockout runs."""
+        subject = subject_key(username)
+        now = self.clock()
+        tiers = (
+            (address, policy.address_free_failures, policy.address_lockout_max),
+            (ACCOUNT_TIER, policy.account_free_failures, policy.account_lockout_max),
+        )
+        with self._transaction() as conn:
+            rows = {}
+            for tier_address, _, cap in tiers:
+                row = conn.execute(
+                    "SELECT failures, locked_until, last_failure FROM logins"
+                    " WHERE subject = ? AND address = ?",
+                    (subject, tier_address),
+                ).fetchone()
+                if row and now - row[2] > policy.failure_window:
+                    row = None  # forgotten
+                if row:
+                    # Never longer than the cap (a clock moved back cannot extend it).
+                    locked_until = min(row[1], now + cap)
+                    if locked_until > now:
+                        return Decision(False, _seconds(locked_until - now))
+                rows[tier_address] = row
+            for tier_address, free, cap in tiers:
+                row = rows[tier_address]
+                failures = (row[0] if row else 0) + 1
+                locked_until = now + _lockout(failures, free, policy.lockout_base, cap)
+                conn.execute(
+                    "INSERT OR REPLACE INTO logins"
+                    " (subject, address, failures, locked_until, last_failure)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (subject, tier_address, failures, locked_until, now),
+                )
+        return Decision(True)
+
+    def login_succeeded(self, username: str, address: str) -> None:
+        """The password was right: forget the failures of this account on this address
+        and account-wide (only someone who knows the password can do that)."""
+        subject = subject_key(username)
+        with self._transaction() as conn:
+            conn.execute(
+                "DELETE FROM logins WHERE subject = ? AND address IN (?, ?)",
+                (subject, address, ACCOUNT_TIER),
+            )
+
+    # --- housekeeping ----------------------------------------------------------------
+
+    def _prune(self, conn: sqlite3.Connection) -> None:
+        now = self.clock()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM buckets WHERE tat < ?", (now,))
+            conn.execute(
+                "DELETE FROM logins WHERE locked_until < ? AND last_failure < ?",
+                (now, now - self.failure_window),
+            )
+            count = conn.execute("SELECT count(*) FROM logins").fetchone()[0]
+            if count > MAX_LOGIN_ROWS:
+                conn.execute(
+                    "DELETE FROM logins WHERE (subject, address) IN (SELECT subject, address"
+                    " FROM logins WHERE locked_until < ? ORDER BY last_failure LIMIT ?)",
+                    (now, count - MAX_LOGIN_ROWS),
+                )
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+            raise
+
+    def reset(self, username: str | None = None) -> int:
+        """Remove the limits and lockouts of one user (all users with None)."""
+        with self._transaction() as conn:
+            if username is None:
+                removed = conn.execute("DELETE FROM buckets").rowcount
+                return removed + conn.execute("DELETE FROM logins").rowcount
+            subject = subject_key(username)
+            removed = conn.execute("DELETE FROM buckets WHERE subject = ?", (subject,)).rowcount
+            return (
+                removed + conn.execute("DELETE FROM logins WHERE subject = ?", (subject,)).rowcount
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m platform_app.limits",
+        description="Lift the rate limits and login lockouts of a user of the platform app.",
+    )
+    parser.add_argument("--db", required=True, type=Path, help=f"the store ({DB_NAME})")
+    sub = parser.add_subparsers(dest="command", required=True)
+    reset = sub.add_parser("reset", help="forget a user's limits and lockouts")
+    who = reset.add_mutually_exclusive_group(required=True)
+    who.add_argument("username", nargs="?")
+    who.add_argument("--all", action="store_true", help="every user")
+    args = parser.parse_args(argv)
+    if not args.db.exists():
+        print(f"limits: {args.db} does not exist", file=sys.stderr)
+        return 1
+    removed = LimitStore(args.db).reset(None if args.all else args.username)
+    print(f"removed {removed} entries")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
