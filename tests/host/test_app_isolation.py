@@ -1,0 +1,265 @@
+"""The smaller promises of the app, attacked the way the review did (issue 13, finding 9):
+
+* auth.isolation: another user's portfolios and a made-up user's answer alike (no
+  username enumeration); one user cannot fill the disk (portfolios.quota);
+* auth.bcrypt: the app itself refuses a users file with a bcrypt cost below 12;
+* proxy.app_port_private: nothing listens on the application port; the app's socket
+  only accepts root and the proxy's group, so no local process can reach the app around
+  the edge or forge the client address it records and throttles by.
+
+Set in roles/app (app_listen_socket, app_proxy_group, app_portfolio_*), enforced by the
+app (app/platform_app) and systemd's platform.socket.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+import time
+import uuid
+
+import pytest
+from appsock import (
+    actionlog_dir,
+    app_python,
+    app_settings,
+    app_user,
+    endpoint,
+    reset_command,
+    reset_limits,
+    run_plan,
+    wait,
+)
+
+from policy import require
+
+
+@pytest.fixture(scope="module")
+def site(hostvars) -> str:
+    return f"www.{hostvars['lab_domain']}"
+
+
+def _request(probe, site, path, **kwargs):
+    """probe.request, waiting out the edge's API rate limit (60/min per IP) on a 429."""
+    for _ in range(20):
+        resp = probe.request(site, path, **kwargs)
+        if resp.status != 429:
+            return resp
+        time.sleep(2)
+    return resp
+
+
+def _token(probe, site, hostvars, user: str) -> dict[str, str]:
+    body = json.dumps({"username": user, "password": str(hostvars["lab_app_passwords"][user])})
+    resp = _request(probe, site, "/api/auth/login", method="POST", body=body,
+                    headers={"Content-Type": "application/json"})  # fmt: skip
+    assert resp.status == 200, resp.body[:200]
+    return {"Authorization": f"Bearer {resp.json()['access_token']}"}
+
+
+# --- no username enumeration --------------------------------------------------------------------
+
+
+@pytest.mark.claim("auth.isolation")
+def test_other_users_and_unknown_users_answer_alike(probe, site, hostvars, evidence):
+    """The finding: another user's portfolios answered 403, a made-up user's 404."""
+    req = require("auth.isolation")
+    alice = _token(probe, site, hostvars, "alice")
+    unknown = f"nobody{uuid.uuid4().hex[:6]}"
+    answers = {}
+    for owner in ("bob", unknown):
+        for path in (f"/api/portfolios/{owner}", f"/api/portfolios/{owner}/main"):
+            resp = _request(probe, site, path, headers=alice)
+            answers[path.replace(owner, "<owner>") + f" ({'existing' if owner == 'bob' else 'unknown'})"] = (
+                resp.status, resp.body.decode(errors="replace"))
+    evidence("auth.isolation", answers={k: v[0] for k, v in answers.items()})
+    statuses = {status for status, _ in answers.values()}
+    assert statuses <= set(req["cross_user_status"]), answers
+    for kind in ("/api/portfolios/<owner>", "/api/portfolios/<owner>/main"):
+        assert answers[f"{kind} (existing)"] == answers[f"{kind} (unknown)"], answers
+
+
+# --- one user cannot fill the disk ----------------------------------------------------------------
+
+
+@pytest.mark.claim("portfolios.quota")
+@pytest.mark.disruptive
+def test_portfolio_count_and_size_are_capped(host, hostvars, evidence):
+    """The finding: portfolios per user were unlimited. One more than the cap is refused
+    (409), one byte more than the size cap too (413); what the check wrote is removed."""
+    req = require("portfolios.quota")
+    settings = app_settings(host)
+    max_count = int(settings.get("PLATFORM_PORTFOLIO_MAX_COUNT", 0))
+    max_bytes = int(settings.get("PLATFORM_PORTFOLIO_MAX_BYTES", 0))
+    prefix = f"quota{uuid.uuid4().hex[:6]}"
+    login = {"username": "alice", "password": str(hostvars["lab_app_passwords"]["alice"])}
+    state = host.check_output("systemctl show --property=StateDirectory --value platform.service").split()[0]
+    alice_dir = f"/var/lib/{state}/users/alice"
+    existing = len([n for n in host.run(f"ls {alice_dir}").stdout.split() if n.endswith(".json")])
+    # Up to the cap (the role's default, 100, when the app has none), then one more.
+    attempts = (max_count or 100) - existing + 1
+    try:
+        reset_limits(host, "alice")
+        filled = run_plan(host, {
+            "login": login, "concurrency": 4, "reset": reset_command(host, "alice"),
+            "repeat": {"count": max(attempts, 1), "method": "PUT", "path": f"/api/portfolios/alice/{prefix}-{{i}}",
+                       "body": {"positions": [{"symbol": "ACME", "qty": 1}]}},
+        }, timeout=1800)  # fmt: skip
+        too_big = run_plan(host, {
+            "login": login, "reset": reset_command(host, "alice"),
+            "requests": [
+                {"method": "DELETE", "path": f"/api/portfolios/alice/{prefix}-0"},
+                {"method": "PUT", "path": f"/api/portfolios/alice/{prefix}-big",
+                 "pad": (max_bytes or 256 * 1024) + 1},
+            ],
+        })  # fmt: skip
+    finally:
+        host.run(f"rm -f {alice_dir}/{prefix}-*.json")
+        reset_limits(host, "alice")
+    statuses = [r[0] for r in filled["results"]]
+    evidence("portfolios.quota", max_count=max_count, max_bytes=max_bytes, existing_before=existing,
+             written=statuses.count(200), refused=sorted(set(statuses) - {200}),
+             oversized_status=too_big["results"][1][0])  # fmt: skip
+    accepted = statuses.count(200)
+    assert statuses.count(req["over_count_status"]) == 1, (
+        f"{accepted} of {len(statuses)} new portfolios accepted ({existing} existed): {sorted(set(statuses))}"
+    )
+    assert too_big["results"][1][0] == req["over_size_status"], too_big
+    assert 0 < max_count <= req["max_count_max"], f"no portfolio cap in the app's settings: {settings}"
+    assert 0 < max_bytes <= req["max_bytes_max"], f"no size cap in the app's settings: {settings}"
+    assert statuses.count(200) == max(attempts - 1, 0), statuses
+
+
+# --- bcrypt cost >= 12, enforced by the app --------------------------------------------------------
+
+
+def _import_app(host, python: str, users: dict, workdir: str) -> tuple[int, str]:
+    """Start the deployed release's app (import only) as the app user with a scratch
+    configuration; return its exit status and stderr."""
+    user = app_user(host)
+    host.check_output(f"install -d -o {user} -m 0700 {workdir}/state && chown {user} {workdir}")
+    host.check_output(f"echo {shlex.quote(json.dumps({'users': users}))} > {workdir}/users.json"
+                      f" && chown {user} {workdir}/users.json")  # fmt: skip
+    env = (f"PLATFORM_JWT_SECRET={uuid.uuid4().hex}{uuid.uuid4().hex} PLATFORM_STATE_DIR={workdir}/state"
+           f" PLATFORM_USERS_FILE={workdir}/users.json PLATFORM_ACTION_LOG=file:{workdir}/actions.jsonl"
+           f" PLATFORM_LIMITS_DB={workdir}/limits.sqlite3")  # fmt: skip
+    out = host.run(f"cd / && setpriv --reuid={user} --regid={user} --clear-groups env -i {env}"
+                   f" {python} -c 'import platform_app.main'")  # fmt: skip
+    return out.rc, out.stderr.strip()
+
+
+@pytest.mark.claim("auth.bcrypt")
+def test_the_app_refuses_a_bcrypt_cost_below_12(host, evidence):
+    """The finding: cost >= 12 was enforced only by Ansible. The serving release, started
+    with a users file holding one cost-10 hash, must refuse to start (exit 78)."""
+    req = require("auth.bcrypt")
+    python = app_python(host)
+    make_hash = "import bcrypt, sys; print(bcrypt.hashpw(b'pw', bcrypt.gensalt(int(sys.argv[1]))).decode())"
+    hashes = {
+        cost: host.check_output(f"{python} -c {shlex.quote(make_hash)} {cost}")
+        for cost in (req["cost_min"] - 2, req["cost_min"])
+    }
+    workdir = host.check_output("mktemp -d /tmp/bcrypt-check.XXXXXXXX")
+    try:
+        good_rc, good_err = _import_app(host, python, {"u1": {"password_hash": hashes[req["cost_min"]]}}, workdir)
+        weak_rc, weak_err = _import_app(host, python, {
+            "u1": {"password_hash": hashes[req["cost_min"]]},
+            "u2": {"password_hash": hashes[req["cost_min"] - 2]}}, workdir)  # fmt: skip
+    finally:
+        host.run(f"rm -rf {workdir}")
+    deployed = json.loads(host.check_output("cat /etc/platform/users.json"))["users"]
+    costs = sorted({int(u["password_hash"][4:6]) for u in deployed.values()})
+    evidence("auth.bcrypt", deployed_costs=costs, cost_12_start=good_rc,
+             cost_10_start=weak_rc, refusal=weak_err[-200:])  # fmt: skip
+    assert min(costs) >= req["cost_min"], costs
+    assert good_rc == 0, good_err[-500:]
+    assert weak_rc == 78, f"the app started with a cost-{req['cost_min'] - 2} hash (rc {weak_rc})"
+    assert f"bcrypt cost {req['cost_min'] - 2} is below {req['cost_min']}" in weak_err
+    assert "Traceback" not in weak_err
+
+
+# --- the application port is not exposed; the client address cannot be forged --------------------
+
+
+@pytest.mark.claim("proxy.app_port_private")
+def test_nothing_listens_on_the_application_port(host, hostvars, evidence):
+    req = require("proxy.app_port_private")
+    port = req["port"]
+    listeners = host.check_output(f"ss -Hltn 'sport = :{port}'").splitlines()
+    where = endpoint(host)
+    evidence("proxy.app_port_private", app_listens_on=where, tcp_listeners_on_port=listeners)
+    for line in listeners:
+        local = line.split()[3].rsplit(":", 1)[0].strip("[]")
+        assert local in req["listen_addresses"], f"port {port} bound to {local}"
+    # From outside (the controller): nothing answers on the port.
+    address = hostvars.get("ansible_host") or hostvars["inventory_hostname"]
+    with pytest.raises(OSError):
+        socket.create_connection((address, port), timeout=3).close()
+
+
+@pytest.mark.claim("proxy.app_port_private")
+def test_only_the_proxy_can_connect_to_the_app(host, evidence):
+    """The finding: uvicorn trusted X-Forwarded-For from any local process (any process
+    could connect to 127.0.0.1:8000 and forge the client address). Now an unprivileged
+    local user cannot connect at all; nginx's workers can."""
+    req = require("proxy.app_port_private")
+    where = endpoint(host)
+    proxy_group = host.check_output("ps -o group= -C nginx | sort | uniq -c | sort -n | tail -1 | awk '{print $2}'")
+    probe = (
+        "import socket, sys\n"
+        "kind, _, where = sys.argv[1].partition(':')\n"
+        "if kind == 'unix':\n"
+        "    s = socket.socket(socket.AF_UNIX); target = where\n"
+        "else:\n"
+        "    a, _, p = where.rpartition(':'); s = socket.socket(); target = (a, int(p))\n"
+        "try:\n"
+        "    s.connect(target)\n"
+        "    s.sendall(b'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\nX-Forwarded-For: 203.0.113.66\\r\\n\\r\\n')\n"
+        "    print(s.recv(64).split(b'\\r\\n')[0].decode())\n"
+        "except OSError as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+    script = shlex.quote(probe)
+
+    def as_user(user: str, group: str) -> str:
+        return host.check_output(
+            f"setpriv --reuid={user} --regid={group} --clear-groups python3 -c {script} {shlex.quote(where)}"
+        )
+
+    stranger = as_user("nobody", "nogroup")
+    proxy = as_user("www-data" if proxy_group == "www-data" else proxy_group, proxy_group)
+    mode = owner = None
+    if where.startswith("unix:"):
+        path = where.removeprefix("unix:")
+        owner, mode = host.check_output(f"stat -c '%U:%G %a' {path}").split()
+    evidence("proxy.app_port_private", app_socket=where, socket_owner=owner, socket_mode=mode,
+             unprivileged_local_user=stranger, proxy_group=proxy_group, proxy=proxy)  # fmt: skip
+    assert stranger == "PermissionError", f"an unprivileged local process reached the app: {stranger}"
+    assert proxy.startswith("HTTP/1.1 200"), f"nginx's group ({proxy_group}) cannot reach the app: {proxy}"
+    assert req["reachable_from_outside"] is False
+    assert mode is not None and int(mode, 8) & 0o007 == 0, mode
+
+
+@pytest.mark.claim("proxy.app_port_private", "actionlog")
+def test_forged_forwarded_for_through_the_edge_is_ignored(probe, site, hostvars, host, evidence):
+    """A client that sends its own X-Forwarded-For through nginx is recorded (and throttled)
+    under its real address: nginx overwrites the header, and nobody else reaches the app."""
+    alice = _token(probe, site, hostvars, "alice")
+    marker = f"xff-{uuid.uuid4().hex[:8]}"
+    resp = _request(probe, site, f"/api/portfolios/bob/{marker}",
+                    headers={**alice, "X-Forwarded-For": "203.0.113.66", "X-Real-IP": "203.0.113.66"})  # fmt: skip
+    assert resp.status == 403
+    logdir = actionlog_dir(host)
+
+    def record():
+        out = host.check_output(f"grep -hF '{marker}' {logdir}/actions-*.jsonl || true")
+        return [json.loads(line) for line in out.splitlines()]
+
+    found = wait(record, timeout=30)
+    evidence("proxy.app_port_private", forged="203.0.113.66", recorded_ip=found[0]["ip"] if found else None,
+             probe_source=probe.source)  # fmt: skip
+    assert found, "the action never reached the action log"
+    assert found[0]["ip"] != "203.0.113.66"
+    if probe.source:
+        assert found[0]["ip"] == probe.source
