@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Requests to /healthz during two release switches of roles/app; prints failures and times.
 
-    benchmarks/app_release_switch.py -i /tmp/dev-1 --host dev-1 [--via auto|nginx|loopback]
+    benchmarks/app_release_switch.py -i /tmp/dev-1 --host dev-1 [--via auto|nginx|socket]
 
 1. Copies ./app to a temporary directory with a new version (1.0.0+bench<epoch>, also in
    __version__, so that /healthz tells the releases apart).
@@ -9,8 +9,9 @@
    `--clients` threads. With --via nginx (the default when https://www.<lab_domain>/healthz
    answers) they run on the controller, through the TLS edge, paced under its rate limit
    (1 client, one request every 2.1 s; a 429 is counted apart, as the edge's policy). With
-   --via loopback (or without nginx) 4 unpaced clients run on the host against
-   127.0.0.1:<port>, over SSH: the dense measurement of the socket hand-over.
+   --via socket (or without nginx) 4 unpaced clients run on the host, as root, against the
+   app's own unix socket (where platform.socket listens), over SSH: the dense measurement
+   of the socket hand-over. (--via loopback is the old name of --via socket.)
 3. Runs `ansible-playbook playbooks/app.yml --tags app_release` with the bench copy (switch
    1), then with the repository's app (switch 2, back to the release that served before).
 4. Prints the requests, the failures (target 0), the slowest answer, and for each switch
@@ -52,7 +53,11 @@ def one():
             conn = http.client.HTTPConnection(name, port, timeout=10)
             conn.sock = sock
         else:
-            conn = http.client.HTTPConnection(address, port, timeout=10)
+            conn = http.client.HTTPConnection("localhost", timeout=10)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(10)
+            sock.connect(address)
+            conn.sock = sock
         conn.request("GET", "/healthz", headers={"Host": name, "Connection": "close"})
         resp = conn.getresponse()
         body = resp.read()
@@ -139,11 +144,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-i", "--inventory", required=True)
     parser.add_argument("--host", required=True)
-    parser.add_argument("--via", choices=["auto", "nginx", "loopback"], default="auto")
-    parser.add_argument("--clients", type=int, help="load threads (default: 4 on loopback, 1 via nginx)")
+    parser.add_argument("--via", choices=["auto", "nginx", "socket", "loopback"], default="auto")
+    parser.add_argument("--clients", type=int, help="load threads (default: 4 on the socket, 1 via nginx)")
     parser.add_argument(
         "--interval", type=float,
-        help="pause between two requests of a client (default: 0 on loopback; 2.1 s via nginx, "
+        help="pause between two requests of a client (default: 0 on the socket; 2.1 s via nginx, "
         "under the edge's general rate limit of 30 requests per minute per client IP)",
     )
     args = parser.parse_args()
@@ -152,12 +157,11 @@ def main() -> int:
     hv = inventory_vars(args.inventory, args.host)
     address = hv.get("ansible_host", args.host)
     name = f"www.{hv['lab_domain']}"
-    port = int(hv.get("app_listen_port", 8000))
     cafile = os.environ.get("IAC_CA_BUNDLE", str(REPO / ".lab/ca-root.pem"))
     cafile = cafile if cafile and Path(cafile).exists() else ""
-    via = args.via
+    via = "socket" if args.via == "loopback" else args.via
     if via == "auto":
-        via = "nginx" if nginx_answers(address, name, cafile or None) else "loopback"
+        via = "nginx" if nginx_answers(address, name, cafile or None) else "socket"
     # A flag file (on the controller or the host) that tells the load threads to stop.
     clients = args.clients or (1 if via == "nginx" else 4)
     interval = args.interval if args.interval is not None else (2.1 if via == "nginx" else 0.0)
@@ -167,10 +171,15 @@ def main() -> int:
                   str(clients), str(interval)]
         stop = ["touch", stop_file]
     else:
-        cmd = f"python3 -c {shlex_quote(LOADER)} loopback 127.0.0.1 {name} {port} '' {stop_file} {clients} {interval}"
+        # The app's unix socket, as systemd has it (platform.socket), not as the inventory says.
+        sock = subprocess.run(
+            [*ssh_base(address, key), "systemctl show --property=Listen --value platform.socket"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()[0]
+        cmd = f"python3 -c {shlex_quote(LOADER)} socket {sock} {name} 0 '' {stop_file} {clients} {interval}"
         loader = [*ssh_base(address, key), f"rm -f {stop_file}; {cmd}"]
         stop = [*ssh_base(address, key), f"touch {stop_file}"]
-    target = name if via == "nginx" else f"127.0.0.1:{port} on {args.host}"
+    target = name if via == "nginx" else f"{sock} on {args.host}"
     print(f"load: {clients} clients, {interval} s apart, GET /healthz via {via} ({target})")
 
     with tempfile.TemporaryDirectory() as tmp:
