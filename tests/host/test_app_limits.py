@@ -27,8 +27,11 @@ def _password(hostvars, user: str) -> str:
 
 
 def _workers(host) -> int:
+    """uvicorn's worker processes: children of the main process started by multiprocessing's
+    spawn_main (its resource tracker, also a child, is not a worker)."""
     pid = host.check_output("systemctl show --property=MainPID --value platform.service")
-    return len(host.check_output(f"ps -o pid= --ppid {pid}").split())
+    children = host.check_output(f"ps -o args= --ppid {pid}").splitlines()
+    return sum(1 for args in children if "spawn_main" in args)
 
 
 def test_strategy_evaluations_are_limited_per_user_across_workers(host, hostvars, evidence):
