@@ -57,6 +57,8 @@ MAX_LOGIN_ROWS = 100_000
 # Housekeeping (expired rows) runs once every this many decisions per process.
 PRUNE_EVERY = 1000
 ACCOUNT_TIER = "*"  # the "address" of the account-wide row
+# Seconds the wall clock may step back without resetting a bucket (NTP slews by less).
+CLOCK_SLACK = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets (
@@ -110,6 +112,13 @@ class LoginPolicy:
 class Decision:
     allowed: bool
     retry_after: int = 0  # whole seconds, >= 1 when refused
+
+
+def address_key(address: str) -> str:
+    """The key of a client address: itself when short (IPv4, IPv6), else a hash."""
+    if len(address) <= 64:
+        return address
+    return "~" + hashlib.sha256(address.encode("utf-8", "replace")).hexdigest()[:32]
 
 
 def subject_key(username: str) -> str:
@@ -173,7 +182,10 @@ class LimitStore:
                     raise
                 self._ops += 1
                 if self._ops % PRUNE_EVERY == 0:
-                    self._prune(conn)
+                    try:
+                        self._prune(conn)
+                    except sqlite3.Error as exc:  # housekeeping only: the decision stands
+                        logger.warning("rate limit store %s: pruning failed: %s", self.path, exc)
             except sqlite3.Error as exc:
                 logger.error("rate limit store %s: %s", self.path, exc)
                 self._conn = None
@@ -188,15 +200,17 @@ class LimitStore:
 
     def hit(self, scope: str, subject: str, rate: Rate) -> Decision:
         """Spend one token of (scope, subject), or say how long until the next one."""
-        now = self.clock()
         interval = rate.interval
         ceiling = rate.burst * interval
         with self._transaction() as conn:
+            # Read the clock under the lock: decisions are ordered like their times.
+            now = self.clock()
             row = conn.execute(
                 "SELECT tat FROM buckets WHERE scope = ? AND subject = ?", (scope, subject)
             ).fetchone()
-            # A stored time beyond what the rate allows (clock moved back) counts as now.
-            tat = row[0] if row and row[0] - now <= ceiling else now
+            # A stored time beyond what the rate allows counts as now: the clock moved
+            # back by more than CLOCK_SLACK (a full bucket sits exactly at the ceiling).
+            tat = row[0] if row and row[0] - now <= ceiling + CLOCK_SLACK else now
             new_tat = max(tat, now) + interval
             if new_tat - now > ceiling:
                 return Decision(False, _seconds(new_tat - now - ceiling))
@@ -212,12 +226,13 @@ class LimitStore:
         """Admit one password check for (username, address), counting it as a failure
         until :meth:`login_succeeded` clears it; or refuse it while a lockout runs."""
         subject = subject_key(username)
-        now = self.clock()
+        address = address_key(address)
         tiers = (
             (address, policy.address_free_failures, policy.address_lockout_max),
             (ACCOUNT_TIER, policy.account_free_failures, policy.account_lockout_max),
         )
         with self._transaction() as conn:
+            now = self.clock()  # under the lock, like hit()
             rows = {}
             for tier_address, _, cap in tiers:
                 row = conn.execute(
@@ -249,6 +264,7 @@ class LimitStore:
         """The password was right: forget the failures of this account on this address
         and account-wide (only someone who knows the password can do that)."""
         subject = subject_key(username)
+        address = address_key(address)
         with self._transaction() as conn:
             conn.execute(
                 "DELETE FROM logins WHERE subject = ? AND address IN (?, ?)",
