@@ -40,10 +40,13 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 TIMEOUT_MS = 60_000
 
 
-def _site(hostvars, port_var: str, default: int) -> str | None:
+def _site(hostvars, port_var: str, default: int, socket_var: str | None = None) -> str | None:
+    """The site that proxies to a port, or to a unix socket (the app, roles/app)."""
     port = int(hostvars.get(port_var, default))
+    sock = hostvars.get(socket_var) if socket_var else None
     for site in hostvars.get("nginx_sites", []):
-        if str(site.get("upstream", "")).rstrip("/").endswith(f":{port}"):
+        upstream = str(site.get("upstream", "")).rstrip("/")
+        if upstream.endswith(f":{port}") or (sock and upstream == f"http://unix:{sock}"):
             return site["server_names"][0]
     return None
 
@@ -60,7 +63,8 @@ def lab(hostvars, ca_bundle) -> dict:
     except Exception as exc:  # noqa: BLE001 - a vaulted secret without its vault password
         pytest.skip(f"the Umami admin password is not available to this run ({type(exc).__name__})")
     websites = hostvars.get("umami_websites", [])
-    app, analytics = _site(hostvars, "app_listen_port", 8000), _site(hostvars, "umami_port", 3000)
+    app = _site(hostvars, "app_listen_port", 8000, "app_listen_socket")
+    analytics = _site(hostvars, "umami_port", 3000)
     if not (app and analytics and websites):
         pytest.skip("this host serves no app site, analytics site or tracked website")
     return {
