@@ -1,11 +1,13 @@
-"""Action log: one JSON object per line, to a file or to the systemd journal."""
+"""Action log: one JSON object per line, to a file, a collector's socket or the journal."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
+import socket
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,9 +151,40 @@ class JournaldSink:
         return []
 
 
+class SocketSink:
+    """Sends each line as one datagram to a collector's unix socket (the copier of roles/app,
+    platform-actionlog.socket). The send blocks while the collector's queue is full: a
+    flood slows the requests down, it never drops a record. The collector learns the
+    sender's uid from the kernel (SO_PASSCRED), so it can trust who sent the record."""
+
+    readable = False
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def write(self, line: str) -> None:
+        data = line.encode("utf-8")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            try:
+                sock.sendto(data, self.path)
+            except OSError as exc:
+                if exc.errno != errno.EMSGSIZE:
+                    raise
+                # Larger than one datagram (details far beyond any real action): send what
+                # identifies the action, never nothing.
+                record = json.loads(line)
+                record["details"] = {"truncated": True, "bytes": len(data)}
+                sock.sendto(encode_record(record).encode("utf-8"), self.path)
+
+    def tail(self, limit: int) -> list[dict[str, Any]]:
+        return []
+
+
 def make_sink(spec: ActionLogSpec) -> ActionSink:
     if spec.kind == "file" and spec.path is not None:
         return FileSink(spec.path)
+    if spec.kind == "socket" and spec.path is not None:
+        return SocketSink(spec.path)
     if spec.kind == "journald":
         return JournaldSink(spec.identifier, JournalClient(spec.socket_path))
     raise ValueError(f"unknown action log kind {spec.kind!r}")

@@ -39,7 +39,8 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class ActionLogSpec:
-    """Where action records go: ``kind`` is ``"journald"`` or ``"file"``."""
+    """Where action records go: ``kind`` is ``"journald"``, ``"file"`` or ``"socket"``
+    (a unix datagram socket of a collector, ``path``)."""
 
     kind: str
     path: Path | None = None
@@ -138,12 +139,15 @@ def _action_log(env: Mapping[str, str], journal_socket: str) -> ActionLogSpec:
         raw = "journald"
     if raw == "journald":
         return ActionLogSpec("journald", identifier=identifier, socket_path=journal_socket)
-    if raw.startswith("file:"):
-        path = Path(raw.removeprefix("file:"))
-        if not path.is_absolute():
-            raise ConfigError("PLATFORM_ACTION_LOG=file: needs an absolute path")
-        return ActionLogSpec("file", path=path, identifier=identifier)
-    raise ConfigError("PLATFORM_ACTION_LOG must be 'journald' or 'file:/absolute/path'")
+    for kind in ("file", "socket"):
+        if raw.startswith(f"{kind}:"):
+            path = Path(raw.removeprefix(f"{kind}:"))
+            if not path.is_absolute():
+                raise ConfigError(f"PLATFORM_ACTION_LOG={kind}: needs an absolute path")
+            return ActionLogSpec(kind, path=path, identifier=identifier)
+    raise ConfigError(
+        "PLATFORM_ACTION_LOG must be 'journald', 'file:/absolute/path' or 'socket:/absolute/path'"
+    )
 
 
 def _integer(env: Mapping[str, str], name: str) -> int:

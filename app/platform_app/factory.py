@@ -25,7 +25,7 @@ from platform_app.web import router as web_router
 
 def _reader(settings: Settings, sink: ActionSink) -> ActionReader | None:
     """Where admins read records back: the copier's monthly files when the records go to
-    the journal, else the sink itself (a file)."""
+    a collector (socket or journal), else the sink itself (a file)."""
     if settings.action_log_read_dir is not None and not sink.readable:
         return MonthlyFilesReader(settings.action_log_read_dir)
     return None

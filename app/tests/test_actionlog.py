@@ -16,7 +16,7 @@ import pytest
 from conftest import auth_header, login, read_actions
 from fastapi.testclient import TestClient
 
-from platform_app.actionlog import ActionLogger, FileSink, JournaldSink, make_record
+from platform_app.actionlog import ActionLogger, FileSink, JournaldSink, SocketSink, make_record
 from platform_app.journald import JournalClient, encode_entry, encode_field
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
@@ -251,3 +251,74 @@ def test_journald_oversized_entry_goes_through_memfd(
         handle.seek(0)  # journald maps the memfd; the offset is shared with the sender
         fields = _parse_datagram(handle.read())
     assert fields["MESSAGE"] == big.encode()
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
+    """A unix datagram socket like platform-actionlog.socket (SO_PASSCRED set)."""
+    path = str(tmp_path / "records.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    server.settimeout(5)
+    try:
+        yield path, server
+    finally:
+        server.close()
+
+
+def _receive(server: socket.socket) -> tuple[dict[str, Any], int]:
+    data, ancillary, _, _ = server.recvmsg(1 << 20, socket.CMSG_SPACE(12))
+    uid = next(
+        struct.unpack("iII", payload[:12])[1]
+        for level, kind, payload in ancillary
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
+    )
+    return json.loads(data), uid
+
+
+def test_socket_sink_sends_one_datagram_per_record_with_credentials(
+    env: dict[str, str], collector: tuple[str, socket.socket]
+) -> None:
+    """Deployed mode: each record is one datagram; the kernel tells the collector who sent it."""
+    from conftest import make_settings
+
+    from platform_app.factory import create_app
+
+    path, server = collector
+    env = {**env, "PLATFORM_ACTION_LOG": f"socket:{path}"}
+    with TestClient(create_app(make_settings(env))) as client:
+        login(client, "alice")
+        client.post("/api/auth/login", json={"username": "alice", "password": "wrong"})
+    first, uid = _receive(server)
+    second, _ = _receive(server)
+    assert (first["op"], first["user"], second["op"]) == ("login", "alice", "login_failed")
+    assert uid == os.getuid()
+
+
+def test_socket_sink_truncates_details_of_an_oversized_record(
+    collector: tuple[str, socket.socket],
+) -> None:
+    path, server = collector
+    ActionLogger(SocketSink(Path(path))).log(
+        "strategy_rejected", user="bob", ip=None, details={"reason": "x" * 400_000}
+    )
+    record, _ = _receive(server)
+    assert record["op"] == "strategy_rejected" and record["user"] == "bob"
+    assert record["details"]["truncated"] is True and record["details"]["bytes"] > 400_000
+
+
+def test_socket_sink_failure_never_breaks_the_request(env: dict[str, str], tmp_path: Path) -> None:
+    """No collector listening: the request still succeeds; the failure is logged."""
+    from conftest import make_settings
+
+    from platform_app.factory import create_app
+
+    env = {**env, "PLATFORM_ACTION_LOG": f"socket:{tmp_path / 'nobody.sock'}"}
+    with TestClient(create_app(make_settings(env))) as client:
+        assert (
+            client.post(
+                "/api/auth/login", json={"username": "alice", "password": "alice-pass-1"}
+            ).status_code
+            == 200
+        )

@@ -38,6 +38,7 @@ def test_defaults(env: dict[str, str]) -> None:
         ({"PLATFORM_ACTION_LOG": None}, "no journald socket"),
         ({"PLATFORM_ACTION_LOG": "syslog"}, "journald"),
         ({"PLATFORM_ACTION_LOG": "file:relative.jsonl"}, "absolute"),
+        ({"PLATFORM_ACTION_LOG": "socket:relative.sock"}, "absolute"),
         ({"UMAMI_SCRIPT_URL": "javascript:alert(1)", "UMAMI_WEBSITE_ID": "x"}, "http"),
     ],
 )

@@ -35,7 +35,8 @@ def recent_actions(
         ) from None
     if not context.actions.readable:
         result["note"] = (
-            "actions go to the systemd journal and PLATFORM_ACTION_LOG_READ_DIR is not set"
+            "actions go to a collector (journal or socket) and "
+            "PLATFORM_ACTION_LOG_READ_DIR is not set"
         )
     context.actions.log("admin_view", user=principal.username, ip=ip, details={"limit": limit})
     return result
