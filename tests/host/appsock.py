@@ -20,6 +20,15 @@ def endpoint(host) -> str:
     return f"unix:{where}" if where.startswith("/") else f"tcp:{where}"
 
 
+def app_site(host, sites: list[dict]) -> str:
+    """The public name of the nginx site that proxies to the app's socket (as systemd has it)."""
+    kind, _, where = endpoint(host).partition(":")
+    target = f"http://unix:{where}" if kind == "unix" else f":{where.rpartition(':')[2]}"
+    names = [s["server_names"][0] for s in sites if str(s.get("upstream", "")).rstrip("/").endswith(target)]
+    assert names, f"no nginx site proxies to the app's socket {where}"
+    return names[0]
+
+
 def run_plan(host, plan: dict, timeout: int = 900) -> dict:
     """Run tests/host/probes/app_client.py on the host with PLAN on stdin (as root)."""
     script = f"echo {_CLIENT} | base64 -d > /tmp/.app_client.py"
@@ -54,6 +63,12 @@ def actionlog_dir(host) -> str:
     found = [item.partition("=")[2] for item in env.split() if item.startswith("ACTIONLOG_DIR=")]
     assert found, env
     return found[0]
+
+
+def app_users(host) -> list[str]:
+    """The app's usernames, read from its users file on the host (names only, no hash)."""
+    script = "import json, sys; print(' '.join(json.load(open(sys.argv[1]))['users']))"
+    return host.check_output(f"python3 -c {shlex.quote(script)} /etc/platform/users.json").split()
 
 
 def app_python(host) -> str:

@@ -3,11 +3,12 @@ the admin panel for audit purposes" (claim actionlog).
 
 The chain (docs/app.md, "Action log"): the app sends each record as a datagram to
 platform-actionlog.socket; the copier platform-actionlog.service (another user) appends it
-to monthly JSONL files; admins read those files back through GET /api/admin/actions. The app may read the files and
-never write, truncate, rename or delete them. Set in roles/app (app_actionlog_*),
-enforced by the directory's owner and modes and the app's sandbox, proven here: through
-the TLS edge as an admin, as the app's user with the groups its unit gives it, inside the
-running app's own mount namespace, and with a flood larger than journald's rate limit.
+to monthly JSONL files; admins read those files back through GET /api/admin/actions. The
+app may read the files and never write, truncate, rename or delete them. Set in roles/app
+(app_actionlog_*), enforced by the directory's owner and modes and the app's sandbox,
+proven here: through the TLS edge as an admin, as the app's user with the groups its unit
+gives it, in the mount table of the running app, and with a flood larger than journald's
+rate limit. Logins: the audit accounts (conftest `account`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from appsock import actionlog_dir, app_settings, reset_limits, run_plan, wait
+from appsock import actionlog_dir, app_settings, app_site, reset_limits, run_plan, wait
 
 from policy import require
 
@@ -37,8 +38,8 @@ def _month_file(logdir: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def site(hostvars) -> str:
-    return f"www.{hostvars['lab_domain']}"
+def site(host, sites) -> str:
+    return app_site(host, sites)
 
 
 def _request(probe, site, path, **kwargs):
@@ -51,22 +52,25 @@ def _request(probe, site, path, **kwargs):
     return resp
 
 
-def _login(probe, site, hostvars, user: str) -> dict[str, str]:
-    body = json.dumps({"username": user, "password": str(hostvars["lab_app_passwords"][user])})
+def _login(probe, site, account, role: str) -> tuple[str, dict[str, str]]:
+    """Log in with an audit account (conftest `account`): its name and a bearer header."""
+    user, password = account(role)
+    body = json.dumps({"username": user, "password": password})
     resp = _request(probe, site, "/api/auth/login", method="POST", body=body,
                     headers={"Content-Type": "application/json"})  # fmt: skip
     assert resp.status == 200, resp.body[:200]
-    return {"Authorization": f"Bearer {resp.json()['access_token']}"}
+    return user, {"Authorization": f"Bearer {resp.json()['access_token']}"}
 
 
-def test_admins_read_the_action_log_through_the_api(probe, site, hostvars, host, logdir, evidence):
+def test_admins_read_the_action_log_through_the_api(probe, site, account, host, logdir, evidence):
     """The finding: /api/admin/actions answered [] in the deployed (journald) mode."""
     req = require("actionlog")
-    admin = _login(probe, site, hostvars, "admin")
-    alice = _login(probe, site, hostvars, "alice")
+    _, admin = _login(probe, site, account, "app_admin")
+    name, user = _login(probe, site, account, "app_user")
     marker = f"audit-{uuid.uuid4().hex[:10]}"
-    # A significant action with a marker: alice tries to read someone else's portfolio.
-    assert _request(probe, site, f"/api/portfolios/bob/{marker}", headers=alice).status == 403
+    # A significant action with a marker: the user tries to read someone else's portfolio
+    # (a made-up owner: refused and recorded all the same, nobody's data is touched).
+    assert _request(probe, site, f"/api/portfolios/audit-nobody/{marker}", headers=user).status == 403
 
     def through_api():
         resp = _request(probe, site, f"{req['admin_api']}?limit=200", headers=admin)
@@ -85,7 +89,7 @@ def test_admins_read_the_action_log_through_the_api(probe, site, hostvars, host,
     record = found[0]
     # The policy's "action" is the record's "op".
     assert {FIELD_NAMES.get(f, f) for f in req["fields"]} <= set(record), record
-    assert record["user"] == "alice" and record["op"] == "access_denied"
+    assert record["user"] == name and record["op"] == "access_denied"
     # The API shows exactly what the append-only file holds.
     assert record in in_file
 
@@ -184,11 +188,11 @@ def _journald_rate_limit(host) -> tuple[int, int]:
 
 
 @pytest.mark.disruptive
-def test_no_action_record_is_lost_under_a_flood(host, hostvars, logdir, evidence):
+def test_no_action_record_is_lost_under_a_flood(host, account, logdir, evidence):
     """N actions in, N records out, with N beyond what journald lets one unit log in its
     rate-limit interval on this host (the records used to travel through the journal and
-    were dropped there): alice tries to read N portfolios of bob's as fast as the app
-    answers, each an access_denied record with a unique name, then every one must be in
+    were dropped there): the audit user tries to read N portfolios of a made-up owner as
+    fast as the app answers, each an access_denied record with a unique name, then every one must be in
     the JSONL files."""
     req = require("actionlog")
     burst, interval = _journald_rate_limit(host)
@@ -198,16 +202,17 @@ def test_no_action_record_is_lost_under_a_flood(host, hostvars, logdir, evidence
     mode = app_settings(host).get("PLATFORM_ACTION_LOG", "journald")
     marker = f"flood-{uuid.uuid4().hex[:8]}"
     since = host.check_output("date -u '+%Y-%m-%d %H:%M:%S'")
+    user, password = account("app_user")
     plan = {
-        "login": {"username": "alice", "password": str(hostvars["lab_app_passwords"]["alice"])},
-        "repeat": {"count": count, "method": "GET", "path": f"/api/portfolios/bob/{marker}-{{i}}"},
+        "login": {"username": user, "password": password},
+        "repeat": {"count": count, "method": "GET", "path": f"/api/portfolios/audit-nobody/{marker}-{{i}}"},
         "concurrency": 16,
     }
     try:
-        reset_limits(host, "alice")
+        reset_limits(host, user)
         flood = run_plan(host, plan, timeout=1800)
     finally:
-        reset_limits(host, "alice")
+        reset_limits(host, user)
     statuses = [r[0] for r in flood["results"]]
     sent = statuses.count(403)
 

@@ -35,7 +35,6 @@ from policy import claims  # noqa: E402
 # modules they tag. Each entry is a strict xfail: as soon as the check exists (or the module
 # is tagged) the test XPASSes, which fails, and the entry must be removed.
 AWAITING_CHECKS = {
-    "ratelimit.app": "app: tests/host/test_app_limits.py",
     "host.firewall": "hardening: tags tests/host/test_baseline_firewall.py",
 }
 AWAITING_TAGS = {
@@ -299,6 +298,9 @@ CASES = {
         {"app_users": [{"name": "u", "role": "user",
                         "password_hash": "$2b$10$INlLbgiTwB4lScHepsvNWuuRzKsc3Cal5h70F73Nt.xcPijs4Eb76"}]},
         "auth.bcrypt"),
+    "120 strategy evaluations a minute per user": ({"app_ratelimit_compute_per_minute": 120}, "ratelimit.app"),
+    "account-wide lockouts of an hour": ({"app_login_account_lockout_max_seconds": 3600}, "ratelimit.app"),
+    "10,000 portfolios per user": ({"app_portfolio_max_count": 10000}, "portfolios.quota"),
     "an exception without a reason": ({"policy_exceptions": [{"claim": "tls.hsts", "reason": " "}]}, "reason"),
 }
 
