@@ -136,6 +136,7 @@ def _login_log(host) -> str:
 
 
 @pytest.mark.claim("analytics.dashboard_private")
+@pytest.mark.disruptive(reason="writes a failed login into the log the jail reads")
 def test_failed_login_reaches_the_jail(host, analytics, evidence):
     """A real failed login through nginx (from loopback: never banned, always allowed)
     is written to the jail's log in a line its filter counts."""
