@@ -6,7 +6,6 @@ SHELL := /bin/bash
 
 export REPO_ROOT := $(CURDIR)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
-export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 export ANSIBLE_FORCE_COLOR ?= $(if $(CI),0,1)
 export PY_COLORS ?= $(if $(CI),0,1)
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
@@ -111,8 +110,12 @@ molecule: bootstrap umami-bundle ## Every molecule scenario, one after another
 	scripts/lab/ca.sh up
 	molecule test --all
 
+.PHONY: collection-check
+collection-check: bootstrap ## Build the collection, install it offline, apply hardened.platform.nginx alone to a fresh host
+	scripts/collection-check.sh
+
 .PHONY: test
-test: lint unit app-test molecule ## Lint, unit tests, the app's tests and every molecule scenario
+test: lint unit app-test collection-check molecule ## Lint, unit and app tests, the collection as a consumer uses it, every molecule scenario
 
 .PHONY: benchmark
 benchmark: bootstrap ## Converge timings on a fresh lab host (benchmarks/)

@@ -117,8 +117,8 @@ def bench_copy(tmp: Path, version: str) -> Path:
 
 
 def playbook(inventory: str, host: str, source: Path, key: str) -> float:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-           "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_PRIVATE_KEY_FILE": key}
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_PRIVATE_KEY_FILE": key,
+           "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections")}
     started = time.monotonic()
     run = subprocess.run(
         [str(REPO / ".venv/bin/ansible-playbook"), "-i", inventory, str(REPO / "playbooks/app.yml"),

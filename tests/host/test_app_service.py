@@ -359,7 +359,7 @@ def test_failing_release_leaves_the_previous_one_serving(host, hostvars, tmp_pat
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
+        "ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT / "collections"),
     }
     identity = request.config.getoption("ssh_identity_file")
     if identity:

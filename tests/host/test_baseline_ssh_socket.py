@@ -30,7 +30,7 @@ pytestmark = pytest.mark.claim("host.ssh")
 def _play(request, host, *extra: str) -> subprocess.CompletedProcess:
     inventory = request.config.getoption("ansible_inventory")
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
-           "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles")}
+           "ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT / "collections")}
     identity = request.config.getoption("ssh_identity_file")
     if identity:
         env["ANSIBLE_PRIVATE_KEY_FILE"] = identity

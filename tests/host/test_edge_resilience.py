@@ -29,7 +29,7 @@ def _playbook(request, host, *extra: str) -> subprocess.CompletedProcess:
     inventory = request.config.getoption("ansible_inventory")
     cmd = ["ansible-playbook", "-i", inventory, "--limit", host.backend.get_hostname(),
            str(REPO_ROOT / "playbooks" / "edge.yml"), *extra]
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"), "ANSIBLE_FORCE_COLOR": "0"}
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT / "collections")}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=REPO_ROOT)
 
 

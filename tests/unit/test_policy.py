@@ -236,7 +236,7 @@ def _play(index: int, extra: dict) -> dict:
             "name": "Run each role's policy preflight",
             "block": [
                 {"name": "Include", "ansible.builtin.include_role": {"name": "{{ item }}", "tasks_from": "policy.yml"},
-                 "loop": ["baseline", "nginx", "app", "backup"]},
+                 "loop": [f"hardened.platform.{role}" for role in ("baseline", "nginx", "app", "backup")]},
                 {"name": "Pass", "ansible.builtin.debug": {"msg": f"CASE {index} PASS"}},
             ],
             "rescue": [{"name": "Fail", "ansible.builtin.debug": {
@@ -312,7 +312,8 @@ def preflight_runs(tmp_path_factory) -> dict[str, str]:
     names = list(CASES)
     play = tmp / "play.yml"
     play.write_text(json.dumps([_play(i, CASES[name][0]) for i, name in enumerate(names)]))
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+           "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections"),
            "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
     proc = subprocess.run(
