@@ -110,12 +110,16 @@ molecule: bootstrap umami-bundle ## Every molecule scenario, one after another
 	scripts/lab/ca.sh up
 	molecule test --all
 
+.PHONY: sanity
+sanity: bootstrap ## ansible-test sanity on the collection (the tests that apply and run offline)
+	scripts/sanity.sh
+
 .PHONY: collection-check
 collection-check: bootstrap ## Build the collection, install it offline, apply hardened.platform.nginx alone to a fresh host
 	scripts/collection-check.sh
 
 .PHONY: test
-test: lint unit app-test collection-check molecule ## Lint, unit and app tests, the collection as a consumer uses it, every molecule scenario
+test: lint unit sanity app-test collection-check molecule ## Lint, unit and app tests, the collection as a consumer uses it, every molecule scenario
 
 .PHONY: benchmark
 benchmark: bootstrap ## Converge timings on a fresh lab host (benchmarks/)
