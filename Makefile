@@ -54,6 +54,14 @@ verify: ## Every host check (disruptive ones too: lab and CI) against INVENTORY;
 	@pytest -p no:cacheprovider -q --progress --hosts='ansible://all' --ansible-inventory=$(INVENTORY) \
 	  $(LAB_PYTEST_ARGS) --audit-report=reports -n auto --dist loadgroup tests/host
 
+# roles/app with any ASGI app: deploys tests/fixtures/hello_asgi beside the platform app on
+# INVENTORY's platform hosts (generic variables only), checks it, removes it, and proves the
+# host is left as it was (test_zz_nothing_left_behind). Changes the hosts: lab and CI only.
+.PHONY: generic-app-test
+generic-app-test: ## roles/app deploys a second, minimal ASGI app on INVENTORY (then removes it)
+	@pytest -p no:cacheprovider -q --hosts='ansible://all' --ansible-inventory=$(INVENTORY) \
+	  $(LAB_PYTEST_ARGS) tests/host/test_app_generic.py tests/host/test_zz_nothing_left_behind.py
+
 # The read-only audit, safe against production: only non-disruptive checks that cite a
 # claim of policy/claims.yml, every host of the inventory in parallel (one worker per host).
 # Writes reports/<time>/{evidence.json,junit.xml,index.html}, links reports/latest to it,

@@ -56,7 +56,9 @@ class HostVars(Mapping[str, Any]):
         # Role defaults have the lowest precedence: the inventory overrides them.
         defaults: dict[str, Any] = {}
         for path in sorted(REPO_ROOT.glob("roles/*/defaults/main.yml")):
-            defaults.update(loader.load_from_file(str(path)) or {})
+            # Trusted as templates, as Ansible loads role defaults (ansible-core 2.19 templates
+            # only trusted strings): a default built from another variable is templated too.
+            defaults.update(loader.load_from_file(str(path), trusted_as_template=True) or {})
         self._vars = {**defaults, **manager.get_vars(host=inv.get_host(hostname))}
         self._templar = Templar(loader=loader, variables=self._vars)
         self._cache: dict[str, Any] = {}

@@ -216,6 +216,8 @@ def test_role_runs_its_policy_preflight_first(role) -> None:
 REQUIRED_INPUTS = {
     "nginx_security_txt_expires": "2027-06-30T00:00:00Z",
     "nginx_security_txt_contact": "mailto:security@example.org",
+    # roles/app: the reference app's claims apply with its features on (as in the lab and production).
+    "app_platform_features": True,
     "app_users": [{"name": "u", "role": "user",
                    "password_hash": "$2b$12$INlLbgiTwB4lScHepsvNWuuRzKsc3Cal5h70F73Nt.xcPijs4Eb76"}],
     # roles/backup has no default off-site server; production names one (the policy needs it).
@@ -301,6 +303,8 @@ CASES = {
     "120 strategy evaluations a minute per user": ({"app_ratelimit_compute_per_minute": 120}, "ratelimit.app"),
     "account-wide lockouts of an hour": ({"app_login_account_lockout_max_seconds": 3600}, "ratelimit.app"),
     "10,000 portfolios per user": ({"app_portfolio_max_count": 10000}, "portfolios.quota"),
+    "another app, without the reference app's users or limits": (
+        {"app_platform_features": False, "app_users": None, "app_portfolio_max_count": 10000}, None),
     "an exception without a reason": ({"policy_exceptions": [{"claim": "tls.hsts", "reason": " "}]}, "reason"),
 }
 

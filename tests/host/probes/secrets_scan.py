@@ -1,6 +1,8 @@
 """Run ON the host, as root: look for the app's secrets where they must never appear.
 
 Usage: python3 - ENV_FILE APP_SOCKET PATH...
+(SECRETS_SCAN_UNITS in the environment: the units to search, space-separated; default the
+platform app's.)
 Reads the secrets from ENV_FILE (the root-only file systemd hands the app) and searches the
 process list, the journal of the current boot, the app's unit files and the app's answers
 to GET PATH on its own socket (APP_SOCKET: 127.0.0.1:8000, or a unix socket's path).
@@ -11,6 +13,7 @@ Standard library only.
 
 import http.client
 import json
+import os
 import re
 import socket
 import subprocess
@@ -33,8 +36,9 @@ def found_in(text):
 found = {
     "process_arguments": found_in(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout),
     "unit_files": found_in(subprocess.run(
-        ["systemctl", "cat", "platform.service", "platform-candidate.service", "platform.socket",
-         "platform-actionlog.service"], capture_output=True, text=True).stdout),
+        ["systemctl", "cat", *os.environ.get("SECRETS_SCAN_UNITS", "platform.service platform-candidate.service "
+                                             "platform.socket platform-actionlog.service").split()],
+        capture_output=True, text=True).stdout),
 }
 journal_hits, lines = set(), 0
 with subprocess.Popen(["journalctl", "--no-pager", "--output=cat", "--boot"], stdout=subprocess.PIPE,
