@@ -60,7 +60,8 @@ def _playbook(request, hostvars, host, tmp_path: Path, name: str, extra: list[st
     # JSON is YAML; json (unlike yaml.safe_dump) takes Ansible's tagged strings as str.
     inventory.write_text(json.dumps({"all": {"hosts": {hostname: reach}}}))
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
-           "ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT / "collections"), "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+           "ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT / "collections"),
+           "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
     identity = request.config.getoption("ssh_identity_file")
     if identity:
         env["ANSIBLE_PRIVATE_KEY_FILE"] = identity
