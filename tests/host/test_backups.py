@@ -160,7 +160,9 @@ def test_a_missing_nightly_backup_raises_the_alert(host, cfg, evidence) -> None:
             host.run_expect([0], f"printf '%s' {shlex.quote(json.dumps(status))} > {status_file}")
             run = host.run("systemctl start backup-watchdog.service")
         notified = _wait_for(lambda: "FAILED: backup-watchdog.service" in _journal_since(host, since, "-t", "backup"))
+        # The notifier logs first, then writes the login message: wait for that too.
         with host.sudo():
+            _wait_for(lambda: "BACKUP ALERT" in host.run(f"cat {motd}").stdout, timeout=30)
             alert = host.run(f"cat {motd}").stdout
         extra = _journal_since(host, since, "-t", "backup-alert-lab")
         evidence("backup.schedule", simulated_last_success=past, watchdog_rc=run.rc, notified=bool(notified),
