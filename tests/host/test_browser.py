@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -87,8 +88,13 @@ def home(ca_bundle):
             db = Path(tmp) / ".pki" / "nssdb"
             db.mkdir(parents=True)
             subprocess.run(["certutil", "-N", "-d", f"sql:{db}", "--empty-password"], check=True)
-            subprocess.run(["certutil", "-A", "-d", f"sql:{db}", "-n", "iac-lab-root", "-t", "C,,",
-                            "-i", ca_bundle], check=True)
+            # certutil imports the first certificate of a file: the bundle may hold several
+            # roots (the lab keeps every root its CA has had), so each goes in on its own.
+            pems = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
+                              Path(ca_bundle).read_text(), re.S)
+            for index, pem in enumerate(pems):
+                subprocess.run(["certutil", "-A", "-d", f"sql:{db}", "-n", f"iac-root-{index}", "-t", "C,,"],
+                               input=pem + "\n", text=True, check=True)
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
