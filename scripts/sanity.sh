@@ -2,15 +2,16 @@
 # sanity.sh: `ansible-test sanity` on the collection, in a scratch copy of the committed tree
 # laid out as ansible_collections/hardened/platform (where ansible-test wants it).
 # Run: the tests that apply to a collection of roles and work offline. Not run: the tests that
-# first build their own virtualenv (changelog, pylint, pep8, yamllint, validate-modules, import,
-# pslint, runtime-metadata): ansible-test bootstraps pip for them from a host these machines
-# cannot reach. What they cover is run by `make lint` with pinned tools (ruff for pep8/pylint,
-# yamllint, ansible-lint, antsibull-changelog) and there are no modules or plugins to validate.
+# first build their own virtualenv (ansible-doc once there is a plugin, changelog, pylint, pep8,
+# yamllint, validate-modules, import, pslint, runtime-metadata): ansible-test bootstraps pip
+# for them from a host these machines cannot reach. What they cover is run by `make lint` with pinned tools (ruff for pep8/pylint,
+# yamllint, ansible-lint, antsibull-changelog), `ansible-doc -t role` runs in
+# scripts/collection-check.sh, and the one plugin (plugins/filter) has its unit tests.
 # Exceptions with reasons: tests/sanity/ignore-2.19.txt (scripts and templates that are not
 # collection content keep their interpreters).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tests=(action-plugin-docs ansible-doc compile empty-init ignores line-endings no-assert
+tests=(action-plugin-docs compile empty-init ignores line-endings no-assert
        no-get-exception no-illegal-filenames no-smart-quotes replace-urlopen shebang symlinks
        use-argspec-type-path use-compat-six)
 work=$(mktemp -d /tmp/sanity.XXXXXX)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "roles" / "baseline" / "filter_plugins"))
+sys.path.insert(0, str(REPO / "plugins" / "filter"))
 from baseline_networks import (  # noqa: E402
     baseline_address_in_networks,
     baseline_invalid_networks,
