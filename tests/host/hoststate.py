@@ -32,6 +32,10 @@ PRUNE = [
     # Release trees: their top directory is listed (a release a check adds or removes
     # shows), not the thousands of files inside.
     "/opt/platform/releases/*/*", "/opt/umami/*/*",
+    # A backup server's repositories (backup_server_data_dir) grow with every backup a client
+    # makes, and the clients' checks run backups at the same time as this host's: each
+    # repository's directory is listed, not the snapshots the clients add to it.
+    "/srv/restic/repos/*/*",
 ]
 
 _SCRIPT = r"""

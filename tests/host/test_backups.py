@@ -176,6 +176,8 @@ def test_a_missing_nightly_backup_raises_the_alert(host, cfg, evidence) -> None:
         with host.sudo():
             if original:
                 host.run(f"printf '%s' {shlex.quote(original)} > {status_file}")
+            else:  # no backup had run yet: the watchdog counts from the job's installation again
+                host.run(f"rm -f {status_file}")
             host.run("systemctl reset-failed backup-watchdog.service")
             if not had_motd:
                 host.run(f"rm -f {motd}")

@@ -173,7 +173,7 @@ def _playbook(request, host, variables: dict) -> subprocess.CompletedProcess:
     inventory = request.config.getoption("ansible_inventory")
     cmd = ["ansible-playbook", "-i", inventory, "--limit", host.backend.get_hostname(), "--tags", "baseline_firewall",
            str(REPO_ROOT / "playbooks" / "baseline.yml"), "-e", json.dumps(variables)]
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"), "ANSIBLE_FORCE_COLOR": "0",
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT / "collections"), "ANSIBLE_FORCE_COLOR": "0",
            "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg")}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=REPO_ROOT)
 
