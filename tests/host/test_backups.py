@@ -530,7 +530,10 @@ def test_client_credentials_cannot_delete_rewrite_or_read_others(host, server, c
              server_check_rc=check.rc)
     assert before <= after, f"snapshots lost: {sorted(before - after)}"
     assert attempts["forget --keep-last 1 --prune"].rc != 0
-    assert attempts["forget ID"].rc != 0
+    # restic >= 0.18 reports a refused removal ("unable to remove snapshot/...") and exits 0;
+    # what counts is that every snapshot is still there (checked above and by restic check).
+    forget = attempts["forget ID"]
+    assert forget.rc != 0 or "unable to remove" in forget.stdout + forget.stderr, forget.stdout + forget.stderr
     if "key remove (the server's key)" in attempts:
         assert attempts["key remove (the server's key)"].rc != 0
     assert statuses.pop("own config (control)") == 200

@@ -78,6 +78,9 @@ def test_certbot_renews_inside_its_sandbox(host, hostvars, evidence):
     configured ACME server) and runs the deploy hook, which tests and reloads nginx."""
     if _unit_name(host, "certbot.service") is None or _unit_name(host, "nginx.service") is None:
         pytest.skip("no certbot.service or nginx.service on this host")
+    if "--run-deploy-hooks" not in host.run("certbot --help renew").stdout:
+        # certbot < 2.6 (Debian 12 ships 2.1) cannot run deploy hooks in a dry run.
+        pytest.skip("this certbot has no --run-deploy-hooks: the sandboxed hook cannot be run as a dry run here")
     server = hostvars["nginx_acme_server"]
     if "api.letsencrypt.org" in server:  # a dry run against production goes to staging
         server = "https://acme-staging-v02.api.letsencrypt.org/directory"
