@@ -100,6 +100,18 @@ def home(ca_bundle):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _goto(page, url: str) -> None:
+    """Navigate; once more if Chromium aborted because the host's network changed under it
+    (ERR_NETWORK_CHANGED: a neighbour's container came or went on the lab bridge). Any other
+    error, or the same one twice, fails the check."""
+    try:
+        page.goto(url, wait_until="networkidle", timeout=TIMEOUT_MS)
+    except Exception as exc:  # noqa: BLE001 - playwright's Error, matched by its message
+        if "ERR_NETWORK_CHANGED" not in str(exc):
+            raise
+        page.goto(url, wait_until="networkidle", timeout=TIMEOUT_MS)
+
+
 class Recorder:
     """Everything the page did: responses, failed requests, console errors."""
 
@@ -178,14 +190,14 @@ def test_page_is_counted_and_dashboard_loads_without_errors(lab, home, probe, ev
             recorder.attach(page)
 
             # 1. The app's page, with the tracker.
-            page.goto(app_url, wait_until="networkidle", timeout=TIMEOUT_MS)
+            _goto(page, app_url)
             page_load = recorder.summary()
             sent = [r for r in recorder.responses if r[1] == f"{dash}/api/send"]
             tracker = [r for r in recorder.responses if r[1].startswith(f"{dash}/script.js")]
 
             # 2. The dashboard: log in, then the site's statistics.
             mark = recorder.mark()
-            page.goto(f"{dash}/login", wait_until="networkidle", timeout=TIMEOUT_MS)
+            _goto(page, f"{dash}/login")
             if page.url.startswith(f"{dash}/login") and recorder.responses[mark:] and \
                     recorder.responses[mark][2] == 403:
                 pytest.skip("the dashboard is not open to this controller's address (nginx_admin_networks): "
@@ -198,7 +210,7 @@ def test_page_is_counted_and_dashboard_loads_without_errors(lab, home, probe, ev
             first_load = recorder.summary(mark)
 
             mark = recorder.mark()
-            page.goto(f"{dash}/websites/{lab['website']}", wait_until="networkidle", timeout=TIMEOUT_MS)
+            _goto(page, f"{dash}/websites/{lab['website']}")
             page.wait_for_timeout(2_000)
             stats_page = recorder.summary(mark)
             broken = page.get_by_text("Something went wrong").count()
