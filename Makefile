@@ -101,7 +101,9 @@ umami-bundle: bootstrap ## Build (or reuse) the Umami bundle from npm (scripts/u
 .PHONY: lint
 lint: bootstrap ## yamllint (strict), ansible-lint (production profile), ruff, bash -n
 	yamllint --strict .
-	ansible-lint --profile production
+	@# A scratch ANSIBLE_HOME: no copy of this collection left in ~/.ansible (e.g. by an
+	@# older molecule prerun) can shadow the working tree's modules.
+	ANSIBLE_HOME=$(CURDIR)/.cache/ansible-lint-home ansible-lint --profile production
 	ruff check .
 	bash -n scripts/*.sh scripts/lab/*.sh scripts/audit/*.sh
 

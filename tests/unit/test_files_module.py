@@ -1,0 +1,156 @@
+"""hardened.platform.files (plugins/modules/files.py), the module that replaces one
+template/copy/file call per file with one call per task: run as Ansible runs it (a
+process with its arguments in a file), on a scratch directory."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE = ROOT / "plugins" / "modules" / "files.py"
+sys.path.insert(0, str(ROOT / "plugins" / "filter"))
+from files_each import files_each  # noqa: E402
+
+
+def run(tmp_path: Path, check: bool = False, diff: bool = True, **args) -> dict:
+    spec = tmp_path / "args.json"
+    spec.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check, "_ansible_diff": diff}}))
+    proc = subprocess.run([sys.executable, str(MODULE), str(spec)], capture_output=True, text=True, check=False)
+    return json.loads(proc.stdout)
+
+
+def content(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o7777
+
+
+def test_writes_files_and_directories_then_changes_nothing(tmp_path):
+    target = tmp_path / "etc" / "app"
+    args = {
+        "directories": [{"path": str(target), "mode": "0750"}],
+        "files": [{"dest": str(target / "a.conf"), "content_b64": content("a\n"), "mode": "0640"},
+                  {"dest": str(target / "b.conf"), "content_b64": content("b\n"), "mode": "0600"}],
+    }  # fmt: skip
+    first = run(tmp_path, **args)
+    assert first["changed"] is True, first
+    assert (target / "a.conf").read_text() == "a\n" and mode(target / "a.conf") == 0o640
+    assert mode(target / "b.conf") == 0o600 and mode(target) == 0o750
+    assert [f["changed"] for f in first["files"]] == [True, True]
+    second = run(tmp_path, **args)
+    assert second["changed"] is False and second["changed_paths"] == [], second
+    assert sorted(p.name for p in target.iterdir()) == ["a.conf", "b.conf"]  # no temporary file left
+
+
+def test_check_mode_reports_the_diff_and_writes_nothing(tmp_path):
+    dest = tmp_path / "new" / "x.conf"
+    out = run(tmp_path, check=True, directories=[{"path": str(dest.parent)}],
+              files=[{"dest": str(dest), "content_b64": content("hello\n")}])  # fmt: skip
+    assert out["changed"] is True, out
+    assert not dest.parent.exists()
+    assert {"before_header": str(dest), "after_header": str(dest), "before": "", "after": "hello\n"} in out["diff"]
+
+
+def test_a_mode_change_alone_is_a_change(tmp_path):
+    dest = tmp_path / "x"
+    dest.write_text("same\n")
+    dest.chmod(0o644)
+    out = run(tmp_path, files=[{"dest": str(dest), "content_b64": content("same\n"), "mode": "0600"}])
+    assert out["changed"] is True and mode(dest) == 0o600, out
+
+
+def test_backup_keeps_the_replaced_file(tmp_path):
+    dest = tmp_path / "nginx.conf"
+    dest.write_text("old\n")
+    out = run(tmp_path, backup=True, files=[{"dest": str(dest), "content_b64": content("new\n")}])
+    backup = Path(out["files"][0]["backup_file"])
+    assert dest.read_text() == "new\n" and backup.read_text() == "old\n", out
+    assert backup.name.startswith("nginx.conf.") and backup.name.endswith("~")
+
+
+def test_an_existing_file_keeps_its_mode_when_none_is_given(tmp_path):
+    dest = tmp_path / "secret"
+    dest.write_text("v1\n")
+    dest.chmod(0o600)
+    run(tmp_path, files=[{"dest": str(dest), "content_b64": content("v2\n")}])
+    assert dest.read_text() == "v2\n" and mode(dest) == 0o600
+
+
+def test_absent_and_existing(tmp_path):
+    gone = tmp_path / "gone"
+    (gone / "sub").mkdir(parents=True)
+    present = tmp_path / "shadow"
+    present.write_text("x")
+    present.chmod(0o644)
+    existing = [{"path": str(present), "mode": "0600"}, {"path": str(tmp_path / "missing"), "mode": "0600"}]
+    out = run(tmp_path, absent=[str(gone), str(tmp_path / "never")], existing=existing)
+    assert not gone.exists() and mode(present) == 0o600, out
+    assert not (tmp_path / "missing").exists()
+    assert sorted(out["changed_paths"]) == sorted([str(gone), str(present)])
+
+
+def test_a_failure_reports_what_was_already_written(tmp_path):
+    ok = tmp_path / "first"
+    second = tmp_path / "no" / "dir" / "second"
+    out = run(tmp_path, files=[{"dest": str(ok), "content_b64": content("1\n")},
+                               {"dest": str(second), "content_b64": content("2\n")}])  # fmt: skip
+    assert out.get("failed") is True, out
+    assert "does not exist" in out["msg"]
+    assert out["files"][0] == {"dest": str(ok), "changed": True}
+
+
+def test_a_directory_in_the_way_fails_loudly_and_is_left_alone(tmp_path):
+    (tmp_path / "conf" / "inner").mkdir(parents=True)
+    out = run(tmp_path, files=[{"dest": str(tmp_path / "conf"), "content_b64": content("x")}])
+    assert out.get("failed") is True and "is a directory" in out["msg"], out
+    assert (tmp_path / "conf" / "inner").is_dir()
+
+
+def test_files_each_spreads_list_items_into_the_destination():
+    sites = [{"name": "www"}, {"name": "analytics"}]
+    variants = [{"suffix": ""}, {"suffix": "-cross-origin"}]
+    pairs = [[s, v] for s in sites for v in variants]
+    out = files_each(pairs, "/etc/nginx/platform/headers/{0[name]}{1[suffix]}.conf", "headers.conf.j2")
+    assert [f["dest"] for f in out] == [
+        "/etc/nginx/platform/headers/www.conf", "/etc/nginx/platform/headers/www-cross-origin.conf",
+        "/etc/nginx/platform/headers/analytics.conf", "/etc/nginx/platform/headers/analytics-cross-origin.conf",
+    ]  # fmt: skip
+    assert out[1]["vars"] == {"item": pairs[1]} and out[1]["template"] == "headers.conf.j2"
+    assert files_each(sites, "/s/{0[name]}.conf", "site.conf.j2")[0]["vars"] == {"item": sites[0]}
+
+
+def test_documentation_parses_and_matches_the_argument_spec(monkeypatch):
+    """ansible-doc and ansible-lint read DOCUMENTATION (a YAML error hides the module from
+    ansible-lint); validate-modules cannot run offline, so the options are compared here."""
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("files_module", MODULE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    docs = {name: yaml.safe_load(getattr(module, name)) for name in ("DOCUMENTATION", "EXAMPLES", "RETURN")}
+    captured = {}
+
+    class Capture:
+        def __init__(self, argument_spec, **kwargs):
+            captured.update(argument_spec)
+            raise SystemExit
+
+    monkeypatch.setattr(module, "AnsibleModule", Capture)
+    with pytest.raises(SystemExit):
+        module.main()
+    options = docs["DOCUMENTATION"]["options"]
+    assert set(options) == set(captured)
+    for name, option in options.items():
+        assert option["type"] == captured[name]["type"], name
+        assert set(option.get("suboptions") or {}) == set(captured[name].get("options") or {}), name
+    assert docs["EXAMPLES"][0]["hardened.platform.files"]["files"]
