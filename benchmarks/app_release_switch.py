@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Requests to /healthz during two release switches of roles/app; prints failures and times.
 
-    benchmarks/app_release_switch.py -i /tmp/dev-1 --host dev-1 [--via auto|nginx|socket]
+    benchmarks/app_release_switch.py -i /tmp/dev-1 --host dev-1 [--via auto|nginx|socket] [--rounds N]
 
 1. Copies ./app to a temporary directory with a new version (1.0.0+bench<epoch>, also in
    __version__, so that /healthz tells the releases apart).
@@ -13,7 +13,8 @@
    app's own unix socket (where platform.socket listens), over SSH: the dense measurement
    of the socket hand-over. (--via loopback is the old name of --via socket.)
 3. Runs `ansible-playbook playbooks/app.yml --tags app_release` with the bench copy (switch
-   1), then with the repository's app (switch 2, back to the release that served before).
+   1), then with the repository's app (switch 2, back to the release that served before);
+   --rounds N does this N times under the same load (2N switches, failures counted over all).
 4. Prints the requests, the failures (target 0), the slowest answer, and for each switch
    the gap between the last answer from the old version and the first from the new one.
 
@@ -38,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 # The load generator: runs as is on the controller (nginx) or on the host (loopback).
-LOADER = r'''
+LOADER = r"""
 import http.client, json, os, socket, ssl, sys, threading, time
 mode, address, name, port, cafile, stop_file, clients, interval = sys.argv[1:9]
 port, clients, interval = int(port), int(clients), float(interval)
@@ -76,25 +77,40 @@ threads = [threading.Thread(target=worker) for _ in range(clients)]
 for t in threads: t.start()
 for t in threads: t.join()
 json.dump(results, sys.stdout)
-'''
+"""
 
 
 def inventory_vars(inventory: str, host: str) -> dict:
     out = subprocess.run(
         [str(REPO / ".venv/bin/ansible-inventory"), "-i", inventory, "--host", host],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout)
 
 
 def ssh_base(address: str, key: str) -> list[str]:
-    return ["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"root@{address}"]
+    return [
+        "ssh",
+        "-i",
+        key,
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        f"root@{address}",
+    ]
 
 
 def nginx_answers(address: str, name: str, cafile: str | None) -> bool:
     import http.client
     import socket
+
     try:
         ctx = ssl.create_default_context(cafile=cafile) if cafile else ssl.create_default_context()
         sock = ctx.wrap_socket(socket.create_connection((address, 443), timeout=3), server_hostname=name)
@@ -117,13 +133,30 @@ def bench_copy(tmp: Path, version: str) -> Path:
 
 
 def playbook(inventory: str, host: str, source: Path, key: str) -> float:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_PRIVATE_KEY_FILE": key,
-           "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections")}
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_PRIVATE_KEY_FILE": key,
+        "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections"),
+    }
     started = time.monotonic()
     run = subprocess.run(
-        [str(REPO / ".venv/bin/ansible-playbook"), "-i", inventory, str(REPO / "playbooks/app.yml"),
-         "--limit", host, "--tags", "app_release", "-e", f"app_source={source}"],
-        capture_output=True, text=True, env=env, check=False,
+        [
+            str(REPO / ".venv/bin/ansible-playbook"),
+            "-i",
+            inventory,
+            str(REPO / "playbooks/app.yml"),
+            "--limit",
+            host,
+            "--tags",
+            "app_release",
+            "-e",
+            f"app_source={source}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     if run.returncode != 0:
         sys.exit(f"ansible-playbook failed:\n{run.stdout[-3000:]}")
@@ -147,9 +180,16 @@ def main() -> int:
     parser.add_argument("--via", choices=["auto", "nginx", "socket", "loopback"], default="auto")
     parser.add_argument("--clients", type=int, help="load threads (default: 4 on the socket, 1 via nginx)")
     parser.add_argument(
-        "--interval", type=float,
+        "--interval",
+        type=float,
         help="pause between two requests of a client (default: 0 on the socket; 2.1 s via nginx, "
         "under the edge's general rate limit of 30 requests per minute per client IP)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="switch to the bench copy and back N times under one load (default 1: two switches)",
     )
     args = parser.parse_args()
 
@@ -167,14 +207,27 @@ def main() -> int:
     interval = args.interval if args.interval is not None else (2.1 if via == "nginx" else 0.0)
     stop_file = f"/tmp/app-bench-stop-{os.getpid()}"  # noqa: S108 - a flag, no data in it
     if via == "nginx":
-        loader = [sys.executable, "-c", LOADER, "nginx", address, name, "443", cafile, stop_file,
-                  str(clients), str(interval)]
+        loader = [
+            sys.executable,
+            "-c",
+            LOADER,
+            "nginx",
+            address,
+            name,
+            "443",
+            cafile,
+            stop_file,
+            str(clients),
+            str(interval),
+        ]
         stop = ["touch", stop_file]
     else:
         # The app's unix socket, as systemd has it (platform.socket), not as the inventory says.
         sock = subprocess.run(
             [*ssh_base(address, key), "systemctl show --property=Listen --value platform.socket"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.split()[0]
         cmd = f"python3 -c {shlex_quote(LOADER)} socket {sock} {name} 0 '' {stop_file} {clients} {interval}"
         loader = [*ssh_base(address, key), f"rm -f {stop_file}; {cmd}"]
@@ -182,16 +235,19 @@ def main() -> int:
     target = name if via == "nginx" else f"{sock} on {args.host}"
     print(f"load: {clients} clients, {interval} s apart, GET /healthz via {via} ({target})")
 
+    plays = []
     with tempfile.TemporaryDirectory() as tmp:
-        version = f"1.0.0+bench{int(time.time())}"
-        source = bench_copy(Path(tmp), version)
         proc = subprocess.Popen(loader, stdout=subprocess.PIPE, text=True)
         try:
             time.sleep(3)
-            t1 = playbook(args.inventory, args.host, source, key)
-            time.sleep(2)
-            t2 = playbook(args.inventory, args.host, REPO / "app", key)
-            time.sleep(2)
+            for round_ in range(args.rounds):
+                version = f"1.0.0+bench{int(time.time())}"
+                source = bench_copy(Path(tmp) / str(round_), version)
+                print(f"round {round_ + 1}/{args.rounds}: switch to {version}, then back", flush=True)
+                plays.append((version, playbook(args.inventory, args.host, source, key)))
+                time.sleep(2)
+                plays.append(("the repository's app", playbook(args.inventory, args.host, REPO / "app", key)))
+                time.sleep(2)
         finally:
             subprocess.run(stop, check=False)
             out, _ = proc.communicate(timeout=120)
@@ -200,8 +256,12 @@ def main() -> int:
     limited = [r for r in results if r[2] == 429]
     failed = [r for r in results if r[2] not in (200, 429)]
     latencies = sorted(r[1] - r[0] for r in results)
-    print(f"plays: switch to {version} {t1:.1f} s, switch back {t2:.1f} s (whole ansible-playbook runs)")
-    print(f"requests: {len(results)}, failed: {len(failed)}, rate-limited by the edge (429): {len(limited)}")
+    for to, seconds in plays:
+        print(f"play: switch to {to} {seconds:.1f} s (a whole ansible-playbook run)")
+    print(
+        f"switches: {len(plays)}; requests: {len(results)}, failed: {len(failed)} over all switches, "
+        f"rate-limited by the edge (429): {len(limited)}"
+    )
     if latencies:
         p50 = latencies[len(latencies) // 2]
         print(f"latency: median {p50 * 1000:.1f} ms, max {latencies[-1] * 1000:.0f} ms")
@@ -214,6 +274,7 @@ def main() -> int:
 
 def shlex_quote(text: str) -> str:
     import shlex
+
     return shlex.quote(text)
 
 
