@@ -96,6 +96,7 @@ class ActionModule(ActionBase):
             "files": files,
             "directories": directories,
             "absent": list(args.get("absent") or []),
+            "existing": [dict(item) for item in args.get("existing") or []],
             "backup": bool(args.get("backup", False)),
         }
         result.update(self._execute_module(

@@ -5,17 +5,26 @@ process with its arguments in a file), on a scratch directory."""
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "plugins" / "modules" / "files.py"
 sys.path.insert(0, str(ROOT / "plugins" / "filter"))
 from files_each import files_each  # noqa: E402
+
+
+def _module_source():
+    spec = importlib.util.spec_from_file_location("files_module", MODULE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(tmp_path: Path, check: bool = False, diff: bool = True, **args) -> dict:
@@ -130,13 +139,7 @@ def test_files_each_spreads_list_items_into_the_destination():
 def test_documentation_parses_and_matches_the_argument_spec(monkeypatch):
     """ansible-doc and ansible-lint read DOCUMENTATION (a YAML error hides the module from
     ansible-lint); validate-modules cannot run offline, so the options are compared here."""
-    import importlib.util
-
-    import yaml
-
-    spec = importlib.util.spec_from_file_location("files_module", MODULE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _module_source()
     docs = {name: yaml.safe_load(getattr(module, name)) for name in ("DOCUMENTATION", "EXAMPLES", "RETURN")}
     captured = {}
 
@@ -154,3 +157,41 @@ def test_documentation_parses_and_matches_the_argument_spec(monkeypatch):
         assert option["type"] == captured[name]["type"], name
         assert set(option.get("suboptions") or {}) == set(captured[name].get("options") or {}), name
     assert docs["EXAMPLES"][0]["hardened.platform.files"]["files"]
+
+
+def test_the_action_forwards_every_argument_to_the_module(tmp_path):
+    """The action plugin (controller side) turns the task's arguments into the module's: a
+    key it forgets is silently not done on the host (existing, once), so each is checked."""
+    from unittest import mock
+
+    spec = importlib.util.spec_from_file_location("files_action", ROOT / "plugins" / "action" / "files.py")
+    action_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(action_module)
+    task = mock.MagicMock(async_val=0, check_mode=False, diff=False)
+    task.args = {
+        "owner": "root", "group": "adm", "mode": "0640", "directory_mode": "0750", "backup": True,
+        "directories": ["/etc/app", {"path": "/etc/app/d", "mode": "0700"}],
+        "files": [{"dest": "/etc/app/a", "content": "a\n"}, {"dest": "/etc/app/b", "content": "b\n", "mode": "0600"}],
+        "absent": ["/etc/app/old"],
+        "existing": [{"path": "/etc/crontab", "mode": "0600"}],
+    }  # fmt: skip
+    connection = mock.MagicMock()
+    connection._shell.tmpdir = str(tmp_path)
+    action = action_module.ActionModule(task, connection, mock.MagicMock(), mock.MagicMock(), mock.MagicMock(),
+                                        mock.MagicMock())  # fmt: skip
+    with mock.patch.object(action, "_execute_module", return_value={"changed": False}) as execute:
+        action.run(task_vars={})
+    sent = execute.call_args.kwargs["module_args"]
+    assert sent["files"] == [
+        {"dest": "/etc/app/a", "content_b64": content("a\n"), "owner": "root", "group": "adm", "mode": "0640"},
+        {"dest": "/etc/app/b", "content_b64": content("b\n"), "owner": "root", "group": "adm", "mode": "0600"},
+    ]
+    assert sent["directories"] == [
+        {"path": "/etc/app", "owner": "root", "group": "adm", "mode": "0750"},
+        {"path": "/etc/app/d", "owner": "root", "group": "adm", "mode": "0700"},
+    ]
+    assert sent["absent"] == ["/etc/app/old"] and sent["backup"] is True
+    assert sent["existing"] == [{"path": "/etc/crontab", "mode": "0600"}]
+    documented = set(yaml.safe_load(_module_source().DOCUMENTATION)["options"])
+    # every option of the module is either sent or one the action resolves into what it sends
+    assert set(sent) | {"owner", "group", "mode", "directory_mode"} == documented
