@@ -1,5 +1,6 @@
-"""Host baseline, time, journald and sysctl (roles/baseline/tasks/{time,journald,sysctl}.yml),
-and what the host runs (host.time_and_logs, host.kernel, infra.platform).
+"""Host baseline, time, journald, sysctl and file modes (roles/baseline/tasks/{time,journald,
+sysctl,permissions}.yml), and what the host runs (host.time_and_logs, host.kernel,
+host.file_modes, infra.platform).
 
 In containers the clock and most kernel parameters belong to the container host: those
 checks are skipped with the reason, never passed silently. Every check here only reads.
@@ -69,6 +70,26 @@ def test_sysctl_settings(host, in_container, evidence):
         pytest.skip(f"container: /proc/sys belongs to the container host; {len(wrong)} of {len(wanted)} "
                     "settings differ there (written to /etc/sysctl.d, applied on a real host)")
     assert not wrong, wrong
+
+
+@pytest.mark.claim("host.file_modes")
+def test_sensitive_files_are_root_only(host, evidence):
+    """Each path of the policy that the host has: owned by root, no permission bit beyond the
+    policy's widest mode (a path the host lacks is reported, not failed)."""
+    wanted = require("host.file_modes")
+    out = host.run("stat -c '%n %a %U' " + " ".join(wanted["max_modes"]) + " 2>/dev/null").stdout
+    found = {path: (mode, owner) for path, mode, owner in (line.split() for line in out.splitlines())}
+    measured = {path: f"{int(found[path][0], 8):04o} {found[path][1]}" if path in found else "absent"
+                for path in wanted["max_modes"]}  # fmt: skip
+    def too_wide(path: str, most: str) -> bool:
+        mode, owner = found[path]
+        return bool(int(mode, 8) & ~int(most, 8)) or owner != wanted["owner"]
+
+    wider = {path: f"{measured[path]} (at most {most} {wanted['owner']})"
+             for path, most in wanted["max_modes"].items() if path in found and too_wide(path, most)}  # fmt: skip
+    evidence("host.file_modes", modes=measured, wider_than_policy=wider)
+    assert any(path in found for path in wanted["max_modes"]), f"none of {list(wanted['max_modes'])} exists"
+    assert not wider, wider
 
 
 @pytest.mark.claim("infra.platform")

@@ -247,6 +247,7 @@ def _play(index: int, extra: dict) -> dict:
 
 
 EXCEPTION = {"reason": "a named, reasoned exception (unit test)"}
+BASELINE_MODES = yaml.safe_load((REPO / "roles/baseline/defaults/main.yml").read_text())["baseline_file_modes"]
 CASES = {
     # name: (extra vars, claim the preflight must name, or None when it must pass)
     "role defaults": ({}, None),
@@ -283,6 +284,10 @@ CASES = {
                                            "disclosure.security_txt"),
     "password logins for root": ({"baseline_ssh_permit_root_login": "yes"}, "host.ssh"),
     "a SHA-1 MAC": ({"baseline_ssh_macs": ["hmac-sha1", "hmac-sha2-256-etm@openssh.com"]}, "host.ssh"),
+    "a crontab others can read": (
+        {"baseline_file_modes": {**BASELINE_MODES, "/etc/crontab": "0644"}}, "host.file_modes"),
+    "sshd_config left out of the modes": ({"baseline_file_modes": {"/etc/crontab": "0600"}}, "host.file_modes"),
+    "modes stricter than the policy": ({"baseline_file_modes": {**BASELINE_MODES, "/etc/crontab": "0400"}}, None),
     "port 8000 public in the firewall": ({"baseline_firewall_public_tcp_ports": [80, 443, 8000]}, "host.firewall"),
     "upgrades guarding a 02:00 backup": ({"baseline_updates_backup_time": "02:00"}, "backup.schedule"),
     "backups at 04:00": ({"backup_on_calendar": "*-*-* 04:00:00 UTC"}, "backup.schedule"),
