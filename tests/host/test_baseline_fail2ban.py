@@ -157,7 +157,9 @@ def test_ssh_offender_banned_then_unbanned(host, hostvars, address, second_clien
             ssh_from(second_client, address, port)
             if second_client in banned(host, "sshd"):
                 break
-        assert wait_for(lambda: second_client in banned(host, "sshd"), 15), "the offender was not banned"
+        # fail2ban reads sshd's failures from the journal, which lags on a busy host (CI runs
+        # four hosts' checks at once): a ban within a minute still holds the claim.
+        assert wait_for(lambda: second_client in banned(host, "sshd"), 60), "the offender was not banned"
         # Banned: its SSH connections no longer get through (the nftables action may take
         # a moment after the ban is listed) ...
         def blocked() -> bool:
