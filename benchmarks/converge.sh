@@ -27,7 +27,7 @@ YAML
 
 export PROFILE_TASKS_TASK_OUTPUT_LIMIT=all
 run() {
-  scripts/converge.sh -i "$inv" playbooks/site.yml >"$inv/$1.log" 2>&1 || { tail -n 30 "$inv/$1.log"; exit 1; }
+  scripts/converge.sh -i "$inv" playbooks/site.yml >"$inv/$1.log" 2>&1 || { tail -n 30 "$inv/$1.log" >&2; exit 1; }
   tail -n 1 "$inv/$1.log"
 }
 fresh=$(run fresh)
