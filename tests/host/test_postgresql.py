@@ -44,6 +44,8 @@ def pg(hostvars) -> dict[str, Any]:
         "private_address": hostvars.get("postgresql_private_address", ""),
         "client_networks": hostvars.get("postgresql_client_networks", []),
         "databases": [db["name"] for db in hostvars.get("postgresql_databases", [])],
+        "tls_names": hostvars.get("postgresql_tls_names", []),
+        "pki_dir": hostvars.get("pki_dir", "/etc/platform-pki"),
     }
 
 
@@ -150,3 +152,25 @@ def test_logins_without_the_password_are_refused(host, pg, evidence):
     evidence("analytics.hardened", superuser_network_login="refused" if superuser.rc else "accepted")
     assert superuser.rc != 0 or POLICY["superuser_network_login"]
     assert "no pg_hba.conf entry" in superuser.stderr
+
+
+def test_tls_is_verifiable_against_the_private_ca(host, pg, evidence):
+    """With postgresql_tls_names, a client that trusts only the toolkit's private CA (roles/pki)
+    verifies the server's certificate and its address (what sslmode=verify-full does), over
+    TLS 1.2 or 1.3, and only the postgres group reads the key."""
+    version = psql(host, "SHOW ssl_min_protocol_version")[0][0]
+    evidence("analytics.hardened", postgresql_ssl_min_protocol=version)
+    assert version in ("TLSv1.2", "TLSv1.3"), version
+    if not pg["tls_names"]:
+        pytest.skip("postgresql_tls_names is empty: the server keeps the distribution's self-signed certificate")
+    probe = _root(host, (
+        f"openssl s_client -starttls postgres -connect 127.0.0.1:{pg['port']} -brief -verify_return_error"
+        f" -CAfile {shlex.quote(pg['pki_dir'])}/ca.pem -verify_ip 127.0.0.1 </dev/null 2>&1"))
+    protocol = re.search(r"Protocol version: (\S+)", probe.stdout)
+    key = host.file(f"{pg['pki_dir']}/postgresql.key")
+    evidence("analytics.hardened", postgresql_tls_verified="Verification: OK" in probe.stdout,
+             postgresql_tls_protocol=protocol.group(1) if protocol else None,
+             postgresql_key=f"{key.mode:o} {key.user}:{key.group}")
+    assert probe.rc == 0 and "Verification: OK" in probe.stdout, probe.stdout[-1500:]
+    assert protocol and protocol.group(1) in ("TLSv1.2", "TLSv1.3"), probe.stdout[-1500:]
+    assert (key.mode, key.user, key.group) == (0o640, "root", "postgres")
