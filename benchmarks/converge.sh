@@ -26,9 +26,14 @@ all:
 YAML
 
 export PROFILE_TASKS_TASK_OUTPUT_LIMIT=all
+# Full logs stay in the lab's log directory (each task with its time: profile_tasks).
+logs="${IAC_LAB_DIR:-$REPO_ROOT/.lab}/logs"
+mkdir -p "$logs"
 run() {
-  scripts/converge.sh -i "$inv" playbooks/site.yml >"$inv/$1.log" 2>&1 || { tail -n 30 "$inv/$1.log" >&2; exit 1; }
-  tail -n 1 "$inv/$1.log"
+  local log="$logs/benchmark-$image-$1.log"
+  printf '==> %s converge on %s (log: %s)\n' "$1" "$name" "$log" >&2
+  scripts/converge.sh -i "$inv" playbooks/site.yml >"$log" 2>&1 || { tail -n 30 "$log" >&2; exit 1; }
+  tail -n 1 "$log"
 }
 fresh=$(run fresh)
 rerun=$(run rerun)
@@ -40,6 +45,6 @@ printf '%-16s %10s %8s %8s\n' "idempotent rerun" "$(field "$rerun" seconds)" "$(
 printf '%-16s %10s\n' "rerun / fresh" "$(awk -v a="$(field "$rerun" seconds)" -v b="$(field "$fresh" seconds)" 'BEGIN { printf "%.2f", a / b }')"
 # Where the rerun's time goes: profile_tasks' per-task times (PROFILE_TASKS_TASK_OUTPUT_LIMIT=all), summed per role.
 printf '\nidempotent rerun, seconds per role (profile_tasks):\n'
-sed 's/\x1b\[[0-9;]*m//g' "$inv/rerun.log" | awk -F' -+ ' '/ -+ [0-9.]+s$/ {
+sed 's/\x1b\[[0-9;]*m//g' "$logs/benchmark-$image-rerun.log" | awk -F' -+ ' '/ -+ [0-9.]+s$/ {
     split($1, a, " : "); role = (a[2] != "" ? a[1] : "(plays)"); sub(/s$/, "", $2); t[role] += $2; n[role]++ }
   END { for (r in t) printf "  %-14s %6.1f s  %3d tasks\n", r, t[r], n[r] }' | sort -k2 -rn

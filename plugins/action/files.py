@@ -19,7 +19,7 @@ ATTRS = ("owner", "group", "mode")
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("directories", "files", "absent", "existing", "directory_mode", "backup", *ATTRS))
+    _VALID_ARGS = frozenset(("directories", "files", "links", "absent", "existing", "directory_mode", "backup", *ATTRS))
 
     def _render(self, name: str, extra: dict, task_vars: dict) -> bytes:
         lookup = self._shared_loader_obj.lookup_loader.get(
@@ -43,7 +43,8 @@ class ActionModule(ActionBase):
         defaults = {k: args[k] for k in ATTRS if args.get(k) is not None}
 
         def with_defaults(item: dict) -> dict:
-            return {**defaults, **{k: item[k] for k in ATTRS if item.get(k) is not None}}
+            own = {k: item[k] for k in (*ATTRS, "validate", "force") if item.get(k) is not None}
+            return {**defaults, **own}
 
         files = []
         for item in args.get("files") or []:
@@ -52,7 +53,7 @@ class ActionModule(ActionBase):
             given = [k for k in SOURCES if k in item]
             if len(given) != 1:
                 raise AnsibleActionFail(f"{item['dest']}: give exactly one of {', '.join(SOURCES)}")
-            unknown = set(item) - {*SOURCES, *ATTRS, "dest", "vars"}
+            unknown = set(item) - {*SOURCES, *ATTRS, "dest", "vars", "validate", "force"}
             if unknown:
                 raise AnsibleActionFail(f"{item['dest']}: unknown keys {sorted(unknown)}")
             if "copy" in item and glob.has_magic(item["copy"]):
@@ -89,12 +90,13 @@ class ActionModule(ActionBase):
                     "path": item["path"],
                     **{k: v for k, v in defaults.items() if k != "mode"},
                     **({"mode": args["directory_mode"]} if args.get("directory_mode") else {}),
-                    **{k: item[k] for k in ATTRS if item.get(k) is not None},
+                    **{k: item[k] for k in (*ATTRS, "force") if item.get(k) is not None},
                 }
             )
         module_args = {
             "files": files,
             "directories": directories,
+            "links": [{"dest": item["dest"], "src": item["src"]} for item in args.get("links") or []],
             "absent": list(args.get("absent") or []),
             "existing": [dict(item) for item in args.get("existing") or []],
             "backup": bool(args.get("backup", False)),

@@ -32,6 +32,10 @@ options:
       owner: {description: Its owner., type: str}
       group: {description: Its group., type: str}
       mode: {description: Its mode (octal string)., type: raw}
+      force:
+        description: C(false) creates the directory only where none exists, and leaves an existing one alone.
+        type: bool
+        default: true
   files:
     description:
       - Files to write. The action plugin turns C(template) (a role template, rendered with
@@ -53,6 +57,18 @@ options:
       owner: {description: Its owner., type: str}
       group: {description: Its group., type: str}
       mode: {description: Its mode (octal string)., type: raw}
+      force:
+        description:
+          - C(false) writes the file only where none exists, and then leaves it alone (contents,
+            owner, group and mode), as copy's C(force=false).
+        type: bool
+        default: true
+      validate:
+        description:
+          - A command run on the new file before it replaces the old one, with C(%s) for its path
+            (as template's C(validate), without a shell). A failure leaves the old file in place
+            and fails the task with the command's output. Not run in check mode.
+        type: str
   directory_mode:
     description: The mode of the directories that do not set their own (the task's C(mode) is the files').
     type: raw
@@ -77,6 +93,16 @@ options:
       owner: {description: Its owner., type: str}
       group: {description: Its group., type: str}
       mode: {description: Its mode (octal string)., type: raw}
+  links:
+    description:
+      - Symbolic links to create or repoint (C(dest) -> C(src)), replaced atomically (a new
+        link renamed over the old one), so that a reader never finds the path missing.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      dest: {description: The link., type: path, required: true}
+      src: {description: What it points to (not checked; it may not exist yet)., type: str, required: true}
   backup:
     description:
       - Keep a copy of each file this call replaces (C(dest.PID.TIME~)), named in C(files) of
@@ -121,6 +147,7 @@ import base64
 import grp
 import os
 import pwd
+import shlex
 import shutil
 import tempfile
 
@@ -178,6 +205,8 @@ def _directory(module, item, diffs, changed_paths):
     changed = False
     if os.path.lexists(path) and not os.path.isdir(path):
         raise Refused(f"{path} exists and is not a directory")
+    if item.get("force") is False and os.path.isdir(path):
+        return
     if not os.path.isdir(path):
         changed = True
         if module._diff:
@@ -198,6 +227,9 @@ def _write(module, item, diffs, changed_paths, report):
     if os.path.isdir(dest):
         raise Refused(f"{dest} is a directory")
     old = None
+    if item.get("force") is False and os.path.lexists(dest):
+        report.append({"dest": dest, "changed": False})
+        return
     if os.path.lexists(dest):
         with open(dest, "rb") as handle:
             old = handle.read()
@@ -245,12 +277,48 @@ def _write(module, item, diffs, changed_paths, report):
             if mode is not None:
                 os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
+        if item.get("validate"):
+            _validate(module, dest, item["validate"], tmp)
         os.replace(tmp, dest)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     _attributes(module, dest, item, True)  # a symbolic mode, if one was given
+
+
+def _validate(module, dest, command, path):
+    if "%s" not in command:
+        raise Refused(f"{dest}: validate needs %s for the file's path: {command}")
+    rc, out, err = module.run_command(command.replace("%s", shlex.quote(path)), use_unsafe_shell=False)
+    if rc != 0:
+        detail = (err or out).strip()[-2000:]
+        raise Refused(f"{dest}: the new file failed validation ({command}, exit {rc}): {detail}")
+
+
+def _link(module, item, diffs, changed_paths):
+    dest, src = item["dest"], item["src"]
+    current = os.readlink(dest) if os.path.islink(dest) else None
+    if current == src:
+        return
+    if os.path.lexists(dest) and current is None:
+        raise Refused(f"{dest} exists and is not a symbolic link")
+    changed_paths.append(dest)
+    if module._diff:
+        diffs.append({"before_header": dest, "after_header": dest,
+                      "before": f"-> {current}\n" if current else "", "after": f"-> {src}\n"})  # fmt: skip
+    if module.check_mode:
+        return
+    tmp = os.path.join(os.path.dirname(dest) or ".", f".{os.path.basename(dest)}.{os.getpid()}.link")
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(src, tmp)
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _remove(module, path, diffs, changed_paths):
@@ -275,7 +343,11 @@ def main():
                 "type": "list",
                 "elements": "dict",
                 "default": [],
-                "options": {"path": {"type": "path", "required": True}, **attrs},
+                "options": {
+                    "path": {"type": "path", "required": True},
+                    "force": {"type": "bool", "default": True},
+                    **attrs,
+                },
             },
             "files": {
                 "type": "list",
@@ -289,6 +361,8 @@ def main():
                     "copy": {"type": "str"},
                     "content": {"type": "str"},
                     "content_b64": {"type": "str"},
+                    "validate": {"type": "str"},
+                    "force": {"type": "bool", "default": True},
                     **attrs,
                 },
             },
@@ -302,6 +376,12 @@ def main():
                 "default": [],
                 "options": {"path": {"type": "path", "required": True}, **attrs},
             },
+            "links": {
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "options": {"dest": {"type": "path", "required": True}, "src": {"type": "str", "required": True}},
+            },
             "backup": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
@@ -312,6 +392,8 @@ def main():
             _directory(module, item, diffs, changed_paths)
         for item in module.params["files"]:
             _write(module, item, diffs, changed_paths, report)
+        for item in module.params["links"]:
+            _link(module, item, diffs, changed_paths)
         for path in module.params["absent"]:
             _remove(module, path, diffs, changed_paths)
         for item in module.params["existing"]:

@@ -195,3 +195,48 @@ def test_the_action_forwards_every_argument_to_the_module(tmp_path):
     documented = set(yaml.safe_load(_module_source().DOCUMENTATION)["options"])
     # every option of the module is either sent or one the action resolves into what it sends
     assert set(sent) | {"owner", "group", "mode", "directory_mode"} == documented
+
+
+def test_validate_keeps_the_old_file_when_the_new_one_fails(tmp_path):
+    conf = tmp_path / "sshd.conf"
+    conf.write_text("PermitRootLogin no\n")
+    check = "grep -q '^PermitRootLogin no$' %s"
+    bad = run(tmp_path, files=[{"dest": str(conf), "content_b64": content("PermitRootLogin yes\n"), "validate": check}])
+    assert bad.get("failed") is True and "failed validation" in bad["msg"], bad
+    assert conf.read_text() == "PermitRootLogin no\n"  # the old file still in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["args.json", "sshd.conf"]  # no temporary file left
+    good = run(
+        tmp_path, files=[{"dest": str(conf), "content_b64": content("PermitRootLogin no\nX 1\n"), "validate": check}]
+    )
+    assert good["changed"] is True and conf.read_text() == "PermitRootLogin no\nX 1\n", good
+    refused = run(tmp_path, files=[{"dest": str(conf), "content_b64": content("y\n"), "validate": "true"}])
+    assert refused.get("failed") is True and "needs %s" in refused["msg"], refused
+
+
+def test_force_false_creates_a_missing_file_and_leaves_an_existing_one_alone(tmp_path):
+    log = tmp_path / "access.log"
+    item = {"dest": str(log), "content_b64": content(""), "mode": "0640", "force": False}
+    first = run(tmp_path, files=[item])
+    assert first["changed"] is True and log.exists() and mode(log) == 0o640, first
+    log.write_text("a line nginx wrote\n")
+    log.chmod(0o644)
+    second = run(tmp_path, files=[item])
+    assert second["changed"] is False, second
+    assert log.read_text() == "a line nginx wrote\n" and mode(log) == 0o644
+
+
+def test_links_are_made_repointed_and_then_left_alone(tmp_path):
+    link = tmp_path / "fullchain.pem"
+    first = run(tmp_path, links=[{"dest": str(link), "src": "selfsigned-cert.pem"}])
+    assert first["changed"] is True and link.is_symlink() and str(link.readlink()) == "selfsigned-cert.pem", first
+    again = run(tmp_path, links=[{"dest": str(link), "src": "selfsigned-cert.pem"}])
+    assert again["changed"] is False, again
+    check = run(tmp_path, check=True, links=[{"dest": str(link), "src": "/etc/letsencrypt/live/www/fullchain.pem"}])
+    assert check["changed"] is True and str(link.readlink()) == "selfsigned-cert.pem", check  # check mode: untouched
+    assert "-> /etc/letsencrypt/live/www/fullchain.pem" in check["diff"][0]["after"]
+    moved = run(tmp_path, links=[{"dest": str(link), "src": "/etc/letsencrypt/live/www/fullchain.pem"}])
+    assert moved["changed"] is True and str(link.readlink()) == "/etc/letsencrypt/live/www/fullchain.pem"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["args.json", "fullchain.pem"]  # no temporary link left
+    (tmp_path / "plain").write_text("x")
+    refused = run(tmp_path, links=[{"dest": str(tmp_path / "plain"), "src": "elsewhere"}])
+    assert refused.get("failed") is True and "not a symbolic link" in refused["msg"], refused
