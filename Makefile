@@ -10,8 +10,25 @@ export ANSIBLE_FORCE_COLOR ?= $(if $(CI),0,1)
 export PY_COLORS ?= $(if $(CI),0,1)
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
+# Which lab `make demo` and `make lab-up` bring up: `single` (lab-web carries every tier,
+# inventory/lab) or `tiers` (inventory/tiers: tier-edge carries the edge and app tiers,
+# tier-db the database tier; docs/tiers.md). `make lab-down` removes either.
+LAB ?= single
+ifeq ($(LAB),tiers)
+LAB_INVENTORY := inventory/tiers
+LAB_HOST ?= tier-edge
+LAB_OTHER_HOSTS := tier-db lab-backup
+else ifeq ($(LAB),single)
+LAB_INVENTORY := inventory/lab
+LAB_OTHER_HOSTS := lab-backup
+else
+$(error LAB=$(LAB): use LAB=single or LAB=tiers)
+endif
+# Every host either lab may run (`make lab-down`).
+LAB_ALL_HOSTS := lab-web tier-edge tier-db lab-backup
+
 # What to converge or verify: the lab by default, e.g. INVENTORY=inventory/production.
-INVENTORY ?= inventory/lab
+INVENTORY ?= $(LAB_INVENTORY)
 # Extra ansible-playbook options for `make converge`, e.g. ARGS='--check --diff --tags nginx --limit web-1'.
 ARGS ?=
 # The lab host's image for `make demo` / `make lab-up`: ubuntu2404 (the production target),
@@ -77,17 +94,18 @@ images: bootstrap ## Build (or reuse) the lab images
 	@for i in ubuntu2404 debian13 debian12 ca; do scripts/lab/build-image.sh $$i; done
 
 .PHONY: lab-up
-lab-up: bootstrap ## Start the CA, lab-web (LAB_IMAGE; ports 127.0.0.1:8080->80, :8443->443) and lab-backup
+lab-up: bootstrap ## Start the CA, lab-web (LAB_IMAGE; ports 127.0.0.1:8080->80, :8443->443) and lab-backup; LAB=tiers: tier-edge, tier-db, lab-backup
 	@scripts/lab/host.sh up $(LAB_HOST) $(LAB_IMAGE) -- -p 127.0.0.1:8080:80 -p 127.0.0.1:8443:443
-	@scripts/lab/host.sh up lab-backup $(LAB_IMAGE)
+	@for h in $(LAB_OTHER_HOSTS); do scripts/lab/host.sh up $$h $(LAB_IMAGE); done
 
 .PHONY: demo
-demo: bootstrap umami-bundle ## The main job: lab up, converge, verify, summary (LAB_IMAGE=debian13 for Debian)
-	@LAB_IMAGE=$(LAB_IMAGE) LAB_HOST=$(LAB_HOST) scripts/demo.sh
+demo: bootstrap umami-bundle ## The main job: lab up, converge, verify, summary (LAB_IMAGE=debian13 for Debian, LAB=tiers for tiers)
+	@LAB=$(LAB) LAB_IMAGE=$(LAB_IMAGE) LAB_HOST=$(LAB_HOST) LAB_INVENTORY=$(LAB_INVENTORY) \
+	  LAB_OTHER_HOSTS='$(LAB_OTHER_HOSTS)' scripts/demo.sh
 
 .PHONY: lab-down
-lab-down: ## Remove the lab (hosts and CA)
-	@scripts/lab/host.sh down $(LAB_HOST); scripts/lab/host.sh down lab-backup; scripts/lab/ca.sh down; echo "lab removed"
+lab-down: ## Remove whichever lab runs (hosts and CA)
+	@for h in $(sort $(LAB_HOST) $(LAB_ALL_HOSTS)); do scripts/lab/host.sh down $$h; done; scripts/lab/ca.sh down; echo "lab removed"
 
 .PHONY: restore-drill
 restore-drill: ## Restore the latest lab snapshot into scratch space and prove it (checksums, row counts)

@@ -26,53 +26,15 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hostvars import HostVars
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-class HostVars(Mapping[str, Any]):
-    """A host's variables as the playbooks see them: role defaults (every role under
-    roles/), then group_vars and host_vars of the inventory, templated on access by
-    Ansible itself. Only the keys a check reads are templated, so vaulted secrets are
-    decrypted only when a check needs them."""
-
-    def __init__(self, inventory: str, hostname: str) -> None:
-        from ansible.inventory.manager import InventoryManager
-        from ansible.parsing.dataloader import DataLoader
-        from ansible.plugins.loader import init_plugin_loader
-        from ansible.template import Templar
-        from ansible.vars.manager import VariableManager
-
-        init_plugin_loader()
-        loader = DataLoader()
-        inv = InventoryManager(loader=loader, sources=[inventory])
-        manager = VariableManager(loader=loader, inventory=inv)
-        # Role defaults have the lowest precedence: the inventory overrides them.
-        defaults: dict[str, Any] = {}
-        for path in sorted(REPO_ROOT.glob("roles/*/defaults/main.yml")):
-            # Trusted as templates, as Ansible loads role defaults (ansible-core 2.19 templates
-            # only trusted strings): a default built from another variable is templated too.
-            defaults.update(loader.load_from_file(str(path), trusted_as_template=True) or {})
-        self._vars = {**defaults, **manager.get_vars(host=inv.get_host(hostname))}
-        self._templar = Templar(loader=loader, variables=self._vars)
-        self._cache: dict[str, Any] = {}
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in self._cache:
-            self._cache[key] = self._templar.template(self._vars[key])
-        return self._cache[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._vars)
-
-    def __len__(self) -> int:
-        return len(self._vars)
 
 
 _VARS_CACHE: dict[str, HostVars] = {}

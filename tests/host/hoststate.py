@@ -9,8 +9,14 @@ check ran (an audit), the main processes must not even have restarted.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 # Units whose state the checks may touch (a missing unit reads "inactive" both times).
@@ -123,3 +129,49 @@ def _collapse(paths: list[str]) -> list[str]:
 
 def describe_units(snap: dict[str, Any]) -> str:
     return ", ".join(f"{u}={s}" for u, (s, _) in snap["units"].items() if not re.match(r"^(inactive|unknown)$", s))
+
+
+# --- Checks of one host that change another (e.g. a scratch repository on the backup server) ---
+# Each host's checks run on one xdist worker, so the host that is touched may reach its last
+# check while another worker's check still holds its scratch state (it removes it when done).
+# A marker per touch, on the controller, tells the touched host's last check to wait.
+BUSY_DIR = Path(tempfile.gettempdir()) / f"iac-checks-touching-{os.getuid()}"
+
+
+@contextlib.contextmanager
+def touching(other_host: str, what: str) -> Iterator[None]:
+    """Mark `other_host` as changed by this worker's check until the block ends."""
+    BUSY_DIR.mkdir(mode=0o700, exist_ok=True)
+    marker = BUSY_DIR / f"{other_host}@{os.getpid()}.{time.monotonic_ns()}"
+    marker.write_text(what)
+    try:
+        yield
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def wait_until_untouched(name: str, timeout: float = 1800) -> list[str]:
+    """Wait while a live worker's check holds state on host `name` (markers of dead workers,
+    e.g. an interrupted run, are removed). Returns what was still held at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = []
+        for marker in BUSY_DIR.glob(f"{name}@*") if BUSY_DIR.is_dir() else []:
+            pid = int(marker.name.split("@", 1)[1].split(".", 1)[0])
+            if _alive(pid):
+                held.append(marker.read_text(errors="replace"))
+            else:
+                marker.unlink(missing_ok=True)
+        if not held or time.monotonic() > deadline:
+            return held
+        time.sleep(2)

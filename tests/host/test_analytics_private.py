@@ -24,8 +24,12 @@ from pathlib import Path
 
 import pytest
 from attack import missing_policy_headers
+from tiers import EDGE
 
 from policy import require
+
+# The hosts these checks are about (tests/host/tiers.py).
+HOST_GROUPS = EDGE
 
 _REQUESTS = base64.b64encode((Path(__file__).parent / "probes" / "requests.py").read_bytes()).decode()
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"

@@ -20,8 +20,12 @@ from datetime import UTC, datetime
 
 import pytest
 from appsock import actionlog_dir, app_settings, app_site, reset_limits, run_plan, wait
+from tiers import APP
 
 from policy import require
+
+# The hosts these checks are about (tests/host/tiers.py).
+HOST_GROUPS = APP
 
 pytestmark = pytest.mark.claim("actionlog")
 

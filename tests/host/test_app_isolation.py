@@ -33,8 +33,12 @@ from appsock import (
     run_plan,
     wait,
 )
+from tiers import APP
 
 from policy import require
+
+# The hosts these checks are about (tests/host/tiers.py).
+HOST_GROUPS = APP
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,12 @@ import math
 
 import pytest
 from appsock import app_settings, reset_command, reset_limits, run_plan
+from tiers import APP
 
 from policy import require
+
+# The hosts these checks are about (tests/host/tiers.py).
+HOST_GROUPS = APP
 
 pytestmark = [pytest.mark.claim("ratelimit.app"), pytest.mark.disruptive]
 

@@ -32,8 +32,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from tiers import APP
 
 from policy import require
+
+# The hosts these checks are about (tests/host/tiers.py).
+HOST_GROUPS = APP
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _SECRETS_SCAN = base64.b64encode((Path(__file__).parent / "probes" / "secrets_scan.py").read_bytes()).decode()

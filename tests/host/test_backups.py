@@ -25,9 +25,14 @@ import shlex
 import time
 from datetime import UTC, date, datetime, timedelta
 
+import hoststate
 import pytest
+from tiers import DB, TIER_HOSTS, carries
 
 from policy import require
+
+# The hosts these checks are about (tests/host/tiers.py).
+HOST_GROUPS = TIER_HOSTS
 
 TOOL = "/usr/local/sbin/platform-backup"
 SERVER_TOOL = "/usr/local/sbin/backup-server-maintenance"
@@ -215,7 +220,7 @@ def test_run_now_succeeds_and_writes_status(fresh_run, cfg, evidence) -> None:
 @pytest.mark.claim("backup.coverage")
 @pytest.mark.disruptive
 @pytest.mark.parametrize("repo", ["local", "offsite"])
-def test_snapshot_holds_paths_databases_and_manifest(host, cfg, fresh_run, repo, evidence) -> None:
+def test_snapshot_holds_paths_databases_and_manifest(host, hostvars, cfg, fresh_run, repo, evidence) -> None:
     if not _repo(cfg, repo):
         pytest.skip(f"no {repo} repository configured")
     want = require("backup.coverage")
@@ -231,7 +236,8 @@ def test_snapshot_holds_paths_databases_and_manifest(host, cfg, fresh_run, repo,
              missing=missing, dumps=dumps, manifest=cfg["manifest_file"] in paths)
     assert not missing, f"exist on the host but not in snapshot {snap[:8]}: {missing}"
     assert cfg["manifest_file"] in paths
-    if want["databases"]:
+    # The databases live on the hosts of the database tier (a `platform` host carries it).
+    if want["databases"] and carries(hostvars, DB):
         assert cfg["postgresql"]["enabled"], "the policy wants the databases backed up"
         assert fresh_run["databases"], "no database was dumped"
         for db in fresh_run["databases"]:
@@ -482,9 +488,16 @@ print(json.dumps(out))
 
 
 @pytest.fixture
-def other_client_repository(server, cfg):
-    """A repository of another client on the server (a scratch one), removed afterwards."""
-    name = f"zz-other-{int(time.time())}"
+def other_client_repository(host, server, cfg):
+    """A repository of another client on the server (a scratch one), removed afterwards. The
+    server's last check waits until it is gone (hoststate.touching)."""
+    # Named after this client too: several clients' checks may make one at the same second.
+    name = f"zz-other-{host.backend.get_hostname()}-{int(time.time())}"
+    with hoststate.touching(server.backend.get_hostname(), f"{name} (test_backups.py)"):
+        yield from _scratch_repository(server, name)
+
+
+def _scratch_repository(server, name: str):
     data_dir = None
     with server.sudo():
         data_dir = json.loads(server.check_output("cat /etc/backup-server/maintenance.json"))["data_dir"]

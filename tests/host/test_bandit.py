@@ -20,8 +20,12 @@ import tarfile
 from importlib import metadata
 
 import pytest
+from tiers import APP
 
 from policy import require
+
+# The hosts these checks are about (tests/host/tiers.py).
+HOST_GROUPS = APP
 
 pytestmark = pytest.mark.claim("audit.bandit")
 

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiers import MANAGED
 
 from policy import require
 
 pytestmark = pytest.mark.claim("host.firewall")
 
-# The host baseline applies to every host we manage: platform hosts and backup servers.
-HOST_GROUPS = ("platform", "backup_servers")
+# The host baseline applies to every host we manage: every tier and the backup servers.
+HOST_GROUPS = MANAGED
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = yaml.safe_load((REPO_ROOT / "roles/baseline/defaults/main.yml").read_text())

@@ -14,11 +14,12 @@ import os
 import subprocess
 
 import pytest
+from tiers import MANAGED
 
 from policy import require
 
-# The host baseline applies to every host we manage: platform hosts and backup servers.
-HOST_GROUPS = ("platform", "backup_servers")
+# The host baseline applies to every host we manage: every tier and the backup servers.
+HOST_GROUPS = MANAGED
 
 pytestmark = pytest.mark.claim("host.ssh")
 POLICY = require("host.ssh")

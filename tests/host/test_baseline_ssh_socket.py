@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiers import MANAGED
 
-# The host baseline applies to every host we manage: platform hosts and backup servers.
-HOST_GROUPS = ("platform", "backup_servers")
+# The host baseline applies to every host we manage: every tier and the backup servers.
+HOST_GROUPS = MANAGED
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OTHER_PORT = 2222

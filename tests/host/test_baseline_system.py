@@ -9,11 +9,12 @@ checks are skipped with the reason, never passed silently. Every check here only
 from __future__ import annotations
 
 import pytest
+from tiers import MANAGED
 
 from policy import require
 
-# The host baseline applies to every host we manage: platform hosts and backup servers.
-HOST_GROUPS = ("platform", "backup_servers")
+# The host baseline applies to every host we manage: every tier and the backup servers.
+HOST_GROUPS = MANAGED
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from tiers import MANAGED
 
 from policy import require
 
-# The host baseline applies to every host we manage: platform hosts and backup servers.
-HOST_GROUPS = ("platform", "backup_servers")
+# The host baseline applies to every host we manage: every tier and the backup servers.
+HOST_GROUPS = MANAGED
 
 pytestmark = pytest.mark.claim("host.updates")
 GUARD = require("host.updates")["clear_of_backup_minutes"]

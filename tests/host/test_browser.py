@@ -32,8 +32,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from tiers import EDGE
 
 from policy import require
+
+# The hosts these checks are about (tests/host/tiers.py).
+HOST_GROUPS = EDGE
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -22,8 +22,12 @@ import time
 
 import pytest
 from attack import H2, h2_get, http1, idle_flood, keepalive_idle, missing_policy_headers, slow_headers, wait_closed
+from tiers import EDGE
 
 from policy import require
+
+# The hosts these checks are about (tests/host/tiers.py).
+HOST_GROUPS = EDGE
 
 FOREIGN = "attacker.invalid"
 STOCK_PAGES = (b"Welcome to nginx", b"nginx-debian", b"<center>nginx</center>")

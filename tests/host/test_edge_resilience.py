@@ -19,8 +19,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tiers import EDGE
 
 from policy import require
+
+# The hosts these checks are about (tests/host/tiers.py).
+HOST_GROUPS = EDGE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,8 +16,12 @@ from urllib.parse import urlsplit
 
 import pytest
 from edge import burst
+from tiers import EDGE
 
 from policy import header_problems, hsts_max_age, require
+
+# The hosts these checks are about (tests/host/tiers.py).
+HOST_GROUPS = EDGE
 
 POLICY_HEADERS = list(require("headers.security")["headers"])
 # The statuses each header must be on (policy on_status); 429 and 502 have checks of their own.

@@ -1,5 +1,6 @@
 """PostgreSQL (roles/postgresql): loopback only, scram-sha-256 for every login, one
-database and one role per consumer, nothing else let in.
+database and one role per consumer, nothing else let in. On a database host of its own
+(docs/tiers.md) also its private address, for the app hosts only, over verified TLS only.
 
 Privileged reads (psql as the postgres superuser, ss) run as root: directly in the lab,
 through sudo where the inventory connects as an unprivileged user. Every check only reads
@@ -11,11 +12,16 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
 from typing import Any
 
 import pytest
+from tiers import DB, db_client_hosts
 
 from policy import require
+
+# The hosts these checks are about (tests/host/tiers.py).
+HOST_GROUPS = DB
 
 pytestmark = pytest.mark.claim("analytics.hardened")
 POLICY = require("analytics.hardened")
@@ -39,7 +45,12 @@ def psql(host, sql: str, database: str = "postgres") -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def pg(hostvars) -> dict[str, Any]:
+    clients = db_client_hosts(hostvars)
     return {
+        # The app hosts that must reach this server over the network, and their addresses
+        # (the inventory's topology: tests/host/tiers.py).
+        "clients": clients,
+        "client_addresses": {c: hostvars["hostvars"][c]["ansible_host"] for c in clients},
         "port": int(hostvars.get("postgresql_port", 5432)),
         "private_address": hostvars.get("postgresql_private_address", ""),
         "client_networks": hostvars.get("postgresql_client_networks", []),
@@ -79,6 +90,7 @@ def test_pg_hba_has_no_weak_methods(host, pg, evidence):
         "SELECT line_number, type, array_to_string(database, ','), array_to_string(user_name, ','),"
         " coalesce(address, ''), coalesce(auth_method, ''), coalesce(error, '') FROM pg_hba_file_rules",
     )
+    rule_masks = dict(psql(host, "SELECT line_number, coalesce(netmask, '') FROM pg_hba_file_rules"))
     evidence("analytics.hardened", pg_hba_methods=sorted({r[5] for r in rules}), pg_hba_rules=len(rules))
     assert rules, "pg_hba.conf has no rules"
     for line, kind, databases, users, address, method, error in rules:
@@ -94,7 +106,13 @@ def test_pg_hba_has_no_weak_methods(host, pg, evidence):
         if kind == "host":
             assert address == "127.0.0.1", f"{where}: plain TCP from {address}"
         elif kind == "hostssl":
+            # Exactly the app hosts' own addresses (/32), never a network range.
             assert pg["private_address"], f"{where}: remote rule without a private address"
+            assert address in pg["client_addresses"].values(), f"{where}: hostssl from {address}"
+            assert rule_masks.get(line) == "255.255.255.255", f"{where}: a range ({rule_masks.get(line)})"
+    remote = sorted({r[4] for r in rules if r[1] == "hostssl"})
+    evidence("analytics.hardened", pg_hba_remote_addresses=remote)
+    assert remote == sorted(pg["client_addresses"].values()), (remote, pg["client_addresses"])
 
 
 def test_rules_on_disk_are_loaded(host):
@@ -174,3 +192,68 @@ def test_tls_is_verifiable_against_the_private_ca(host, pg, evidence):
     assert probe.rc == 0 and "Verification: OK" in probe.stdout, probe.stdout[-1500:]
     assert protocol and protocol.group(1) in ("TLSv1.2", "TLSv1.3"), probe.stdout[-1500:]
     assert (key.mode, key.user, key.group) == (0o640, "root", "postgres")
+
+
+# The CA file roles/umami installs on an app host with a remote database (roles/umami/vars).
+UMAMI_DATABASE_CA = "/etc/ssl/umami-database-ca.pem"
+# A login attempt on Umami's loopback port (never banned): Umami looks the user up.
+LOGIN_ATTEMPT = """
+import json, sys, urllib.error, urllib.request
+body = json.dumps({"username": "tls-probe", "password": "not-the-password"}).encode()
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/api/auth/login", data=body,
+                             headers={"Content-Type": "application/json"})
+try:
+    print(urllib.request.urlopen(req, timeout=60).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+"""
+
+
+def _inventory_host(request, name: str):
+    import testinfra
+
+    return testinfra.get_host(
+        f"ansible://{name}",
+        ansible_inventory=request.config.getoption("ansible_inventory"),
+        ssh_identity_file=request.config.getoption("ssh_identity_file"),
+    )
+
+
+def test_app_hosts_reach_it_over_verified_tls_only(request, host, hostvars, pg, evidence):
+    """Database traffic between tiers (docs/tiers.md), seen from both ends. From each app
+    host: a connection without TLS is refused before any password is asked, and the server
+    proves its private address with a certificate from the private CA. On this host: every
+    session Umami opens from there (a login attempt on the app host's loopback makes it
+    query) is encrypted, TLS 1.2 or 1.3 (pg_stat_ssl)."""
+    if not pg["clients"]:
+        pytest.skip("no app host uses this database over the network: PostgreSQL serves loopback only")
+    address, port, database = pg["private_address"], pg["port"], pg["databases"][0]
+    assert address, "app hosts use this database, but postgresql_private_address is empty"
+    for name, client_address in pg["client_addresses"].items():
+        client = _inventory_host(request, name)
+        plain = _root(client, (
+            f"PGSSLMODE=disable PGCONNECT_TIMEOUT=5 psql -X -w -h {address} -p {port}"
+            f" -U {database} -d {database} -c 'SELECT 1'"))
+        assert plain.rc != 0
+        assert "no pg_hba.conf entry" in plain.stderr and "no encryption" in plain.stderr, plain.stderr
+        probe = _root(client, (
+            f"openssl s_client -starttls postgres -connect {address}:{port} -brief -verify_return_error"
+            f" -CAfile {UMAMI_DATABASE_CA} -verify_ip {address} </dev/null 2>&1"))
+        assert "Verification: OK" in probe.stdout, probe.stdout[-1500:]
+        # Umami queries its database for a login attempt (refused: no such user).
+        umami_port = int(hostvars.get("umami_port", 3000))  # the same group variables on every host
+        login = client.run(f"python3 -c {shlex.quote(LOGIN_ATTEMPT)} {umami_port}")
+        assert login.stdout.strip() == "401", (login.stdout, login.stderr)
+        sessions: list[list[str]] = []
+        for _ in range(20):
+            sessions = psql(host, (
+                "SELECT s.ssl, coalesce(s.version, '') FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)"  # noqa: S608
+                f" WHERE a.client_addr = '{client_address}' AND a.usename = '{database}'"))
+            if sessions:
+                break
+            time.sleep(0.25)
+        evidence("analytics.hardened", tier_client=name, plain_connection="refused",
+                 server_certificate_verified=True, sessions_tls=[s[1] or "none" for s in sessions])
+        assert sessions, f"no session of {database} from {name} ({client_address}) after its login attempt"
+        for ssl, version in sessions:
+            assert ssl == "t" and version in ("TLSv1.2", "TLSv1.3"), sessions

@@ -19,8 +19,12 @@ import time
 
 import pytest
 from edge import burst, fresh_source
+from tiers import EDGE
 
 from policy import require
+
+# The hosts these checks are about (tests/host/tiers.py).
+HOST_GROUPS = EDGE
 
 pytestmark = pytest.mark.claim("ratelimit.edge")
 POLICY = require("ratelimit.edge")

@@ -21,11 +21,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from tiers import MANAGED
 
 from policy import require
 
 # fail2ban (the host baseline) runs on every host we manage; the rest on platform hosts.
-HOST_GROUPS = ("platform", "backup_servers")
+HOST_GROUPS = MANAGED
 
 # Policy key -> how to find the unit on the host (the PostgreSQL cluster's unit carries
 # the major version in its name).

@@ -29,14 +29,17 @@ def test_addresses_are_unique_and_inside_the_lab_subnet() -> None:
 
 def test_inventory_hosts_use_the_planned_addresses_and_names() -> None:
     plan = _plan()
-    sources = [ROOT / "inventory/lab/hosts.yml", *sorted((ROOT / "molecule").glob("*/inventory/host_vars/*.yml"))]
+    sources = [ROOT / "inventory/lab/hosts.yml", ROOT / "inventory/tiers/hosts.yml",
+               *sorted((ROOT / "molecule").glob("*/inventory/host_vars/*.yml"))]
     seen = 0
     for src in sources:
         data = yaml.safe_load(src.read_text())
         if "host_vars" in src.parts:
             hosts = {src.stem: data}
         else:
-            hosts = {name: hv for group in data["all"]["children"].values() for name, hv in group["hosts"].items()}
+            # A host listed again in a second group (a tier it also carries) has no variables there.
+            hosts = {name: hv for group in data["all"]["children"].values()
+                     for name, hv in (group["hosts"] or {}).items() if hv is not None}
         for name, hv in hosts.items():
             ip, names = plan[name]
             assert hv["ansible_host"] == ip, f"{src}: {name} at {hv['ansible_host']}, lab/hosts says {ip}"

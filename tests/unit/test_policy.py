@@ -229,7 +229,9 @@ def _play(index: int, extra: dict) -> dict:
         "hosts": "localhost",
         "gather_facts": False,
         "connection": "local",
-        "vars": {**REQUIRED_INPUTS, **extra},
+        # The controller's own Python (the .venv): interpreter discovery could pick a shim that
+        # does not run here (roles/backup reads the package database with a module).
+        "vars": {"ansible_python_interpreter": sys.executable, **REQUIRED_INPUTS, **extra},
         "tasks": [{
             "name": "Run each role's policy preflight",
             "block": [
@@ -296,6 +298,12 @@ CASES = {
     "no off-site copy, with an exception": (
         {"backup_offsite_url": "", "policy_exceptions": [{"claim": "backup.offsite_append_only", **EXCEPTION}]}, None),
     "/opt/platform not backed up": ({"backup_paths": ["/var/lib/platform", "/etc"]}, "backup.coverage"),
+    # The databases are dumped where PostgreSQL runs (the package database says where).
+    "a host that runs PostgreSQL, without dumps": (
+        {"ansible_facts": {"packages": {"postgresql": [{"version": "17+278"}]}}, "backup_postgresql_enabled": False},
+        "backup.coverage"),
+    "an edge or app host without PostgreSQL, without dumps": (
+        {"ansible_facts": {"packages": {"nginx": []}}, "backup_postgresql_enabled": False}, None),
     "day-long tokens": ({"app_jwt_ttl_seconds": 86400}, "auth.jwt"),
     "bcrypt cost 10": (
         {"app_users": [{"name": "u", "role": "user",
