@@ -102,10 +102,18 @@ def _upstream_units(host, upstream: str) -> list[str]:
     return sorted(set(units))
 
 
-def _wait_until_served(probe, name: str, seconds: float = 60) -> None:
+def _wait_until_served(probe, name: str, seconds: float = 120) -> None:
+    """Until the restarted upstream answers again. Its first request may outlast a probe's
+    usual 10 s (Umami's first page after a start, on a busy CI host: one timed out there), so
+    a slow or refused request counts as "not yet", and only the deadline fails."""
     deadline = time.monotonic() + seconds
-    while probe.request(name, "/").status in (502, 503, 504):
-        assert time.monotonic() < deadline, f"{name}: the upstream did not come back"
+    while True:
+        try:
+            if probe.request(name, "/", timeout=30).status not in (502, 503, 504):
+                return
+        except OSError:  # a timeout, a reset while the upstream starts
+            pass
+        assert time.monotonic() < deadline, f"{name}: the upstream did not come back within {seconds} s"
         time.sleep(1)
 
 
