@@ -2,6 +2,9 @@
 # app-test.sh: run the reference app's own tests (app/tests) in .venv-app, a virtualenv
 # holding exactly the app's hash-pinned runtime lock (app/requirements.lock) plus its test
 # tools (app/requirements-test.txt). Rebuilt only when either file changes.
+# The tests run on both stores: files/SQLite, and a real PostgreSQL, here a throwaway
+# cluster from pg_virtualenv (postgresql-common, scripts/bootstrap.sh installs it), removed
+# when pytest ends. With PLATFORM_TEST_DATABASE_URL set, that server is used instead.
 set -euo pipefail
 # shellcheck source=scripts/lab/lib.sh
 source "$(dirname "$0")/lab/lib.sh"
@@ -19,4 +22,16 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   echo "$want" >"$stamp"
 fi
 cd "$REPO_ROOT/app"
-exec "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@"
+pytest=("$venv/bin/python" -m pytest -p no:cacheprovider -q "$@")
+# The PostgreSQL cases fail rather than skip when no server is found (tests/conftest.py).
+export PLATFORM_TEST_REQUIRE_DATABASE=1
+if [ -n "${PLATFORM_TEST_DATABASE_URL:-}" ]; then
+  exec "${pytest[@]}"
+fi
+command -v pg_virtualenv >/dev/null 2>&1 \
+  || die "pg_virtualenv is missing (the PostgreSQL cases need it): run scripts/bootstrap.sh, or apt-get install postgresql postgresql-common"
+# -t: the cluster lives in a temporary directory even as root (not /etc/postgresql, and
+# /etc/postgresql-common/pg_service.conf stays untouched). When pytest fails, pg_virtualenv
+# shows the tail of the server's log: there without the text of failed statements (the
+# tests provoke some errors on purpose).
+exec pg_virtualenv -t -o log_min_error_statement=panic "${pytest[@]}"

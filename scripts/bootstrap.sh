@@ -5,7 +5,7 @@
 #   scripts/bootstrap.sh --controller-only  a production controller (an ops laptop, any user):
 #                                           only step 3, no root, no podman, no cgroup change
 #   1. Debian packages the lab needs (podman and what its network stack runs, mmdebstrap,
-#      the SSH client, probes, a browser).
+#      the SSH client, probes, a browser, PostgreSQL for the app's tests).
 #   2. The two host quirks podman needs on these machines (FACTS.md).
 #   3. The pinned Python toolchain in .venv (requirements.txt).
 #   4. Proof: every tool is run once; anything missing ends in one `ERROR:` line naming it.
@@ -33,6 +33,8 @@ APT_PACKAGES=(
   util-linux coreutils gawk          # flock, numfmt, awk in the scripts
   chromium fonts-dejavu-core         # a real browser for the analytics and report checks
   libnss3-tools                      # certutil: the browser trusts the lab CA's root
+  postgresql postgresql-common       # the app's tests: a throwaway server (pg_virtualenv)
+  libpq5                             # psycopg (pure Python) loads libpq: the app's PostgreSQL store
 )
 
 # Commands proven to run after the install: "command to run :: what provides it".
@@ -56,6 +58,9 @@ LAB_CHECKS=(
   "certutil -H 2>&1 | grep -q certutil :: libnss3-tools"
   "node -e 'process.exit(0)' :: nodejs"
   "npm --version :: npm"
+  "pg_virtualenv -h :: postgresql-common (pg_virtualenv)"
+  "ls /usr/lib/postgresql/*/bin/pg_ctl :: postgresql (the server pg_virtualenv starts)"
+  "python3 -c 'import ctypes.util, sys; sys.exit(not ctypes.util.find_library(\"pq\"))' :: libpq5 (found as psycopg finds it)"
 )
 
 if ! $controller_only; then

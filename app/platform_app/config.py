@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from platform_app.limits import DB_NAME, LoginPolicy, Rate
 from platform_app.users import MIN_COST
@@ -69,6 +69,9 @@ class Settings:
     login_policy: LoginPolicy = field(default_factory=LoginPolicy)
     portfolio_max_count: int = 100
     portfolio_max_bytes: int = 256 * 1024
+    # PostgreSQL for portfolios and limits (shared by app hosts); None: files and SQLite.
+    database_url: str | None = None
+    database_password: str | None = field(default=None, repr=False)
     # Not from the environment: the page promises cost 12; nothing can lower it.
     bcrypt_min_cost: int = MIN_COST
 
@@ -200,6 +203,37 @@ def _login_policy(env: Mapping[str, str]) -> LoginPolicy:
     )
 
 
+def database_settings(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """PLATFORM_DATABASE_URL (a libpq URI naming the database, its user and TLS settings)
+    and PLATFORM_DATABASE_PASSWORD. The password stays out of the URL so that the URL can
+    appear in messages; no message here ever quotes either of them."""
+    url = _optional(env, "PLATFORM_DATABASE_URL")
+    password = env.get("PLATFORM_DATABASE_PASSWORD") or None
+    if url is None:
+        if password is not None:
+            raise ConfigError("PLATFORM_DATABASE_PASSWORD is set but PLATFORM_DATABASE_URL is not")
+        return None, None
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("PLATFORM_DATABASE_URL must be a postgresql:// URL (a libpq URI)")
+    try:
+        parts = urlsplit(url)
+        has_password = parts.password is not None
+    except ValueError:
+        raise ConfigError("PLATFORM_DATABASE_URL is not a valid URL") from None
+    if has_password or "password" in parse_qs(parts.query, keep_blank_values=True):
+        raise ConfigError(
+            "PLATFORM_DATABASE_URL must not contain a password: set PLATFORM_DATABASE_PASSWORD"
+        )
+    # libpq's own parser (psycopg is imported only when a database is configured).
+    import psycopg.conninfo
+
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error as exc:
+        raise ConfigError(f"PLATFORM_DATABASE_URL: {str(exc).strip()}") from None
+    return url, password
+
+
 def _umami(env: Mapping[str, str]) -> tuple[str | None, str | None]:
     url = _optional(env, "UMAMI_SCRIPT_URL")
     website_id = _optional(env, "UMAMI_WEBSITE_ID")
@@ -218,6 +252,7 @@ def load_settings(
     env = os.environ if env is None else env
     umami_url, umami_id = _umami(env)
     state_dir = _state_dir(env)
+    database_url, database_password = database_settings(env)
     return Settings(
         jwt_secret=_jwt_secret(env),
         jwt_ttl_seconds=_ttl(env),
@@ -241,4 +276,6 @@ def load_settings(
         login_policy=_login_policy(env),
         portfolio_max_count=_integer(env, "PLATFORM_PORTFOLIO_MAX_COUNT"),
         portfolio_max_bytes=_integer(env, "PLATFORM_PORTFOLIO_MAX_BYTES"),
+        database_url=database_url,
+        database_password=database_password,
     )

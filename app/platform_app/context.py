@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from platform_app.actionlog import ActionLogger
 from platform_app.config import Settings
-from platform_app.limits import LimitStore
-from platform_app.portfolios import PortfolioStore
+from platform_app.limits import Limits
+from platform_app.portfolios import Portfolios
 from platform_app.tokens import TokenService
 from platform_app.users import UserStore
 
@@ -18,5 +18,10 @@ class AppContext:
     users: UserStore
     tokens: TokenService
     actions: ActionLogger
-    portfolios: PortfolioStore
-    limits: LimitStore
+    portfolios: Portfolios  # files, or PostgreSQL (PLATFORM_DATABASE_URL)
+    limits: Limits  # SQLite, or PostgreSQL
+
+    def close(self) -> None:
+        """Release the stores' connections (at shutdown)."""
+        self.limits.close()
+        self.portfolios.close()

@@ -26,8 +26,13 @@ succeeds, so parallel attempts cannot all slip through while bcrypt runs. While 
 locked, attempts are refused with 429 without checking the password (and without adding
 to the count). Failures are forgotten ``failure_window`` seconds after the last one.
 
+With ``PLATFORM_DATABASE_URL`` set, the same state lives in PostgreSQL instead
+(:class:`platform_app.limits_pg.PgLimitStore`), shared by the workers of every app host;
+both stores make their decisions with the functions below, so they decide alike.
+
 ``python -m platform_app.limits --db PATH reset USER`` lifts the limits and lockouts of
-one user (run it as the app's user, see docs/app.md).
+one user (run it as the app's user, see docs/app.md); without ``--db`` it works on the
+PostgreSQL store named by ``PLATFORM_DATABASE_URL`` (and ``PLATFORM_DATABASE_PASSWORD``).
 """
 
 from __future__ import annotations
@@ -41,10 +46,11 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from platform_app.users import USERNAME_RE
 
@@ -140,6 +146,74 @@ def _lockout(failures: int, free: int, base: float, cap: float) -> float:
     return min(cap, base * 2.0 ** min(failures - free, 40))
 
 
+def gcra(tat: float | None, now: float, rate: Rate) -> tuple[Decision, float]:
+    """One step of the token bucket whose stored theoretical arrival time is ``tat`` (None:
+    no bucket yet): the decision on a call at ``now``, and the time to store if allowed."""
+    interval = rate.interval
+    ceiling = rate.burst * interval
+    # A stored time beyond what the rate allows counts as now: the clock moved
+    # back by more than CLOCK_SLACK (a full bucket sits exactly at the ceiling).
+    if tat is None or tat - now > ceiling + CLOCK_SLACK:
+        tat = now
+    new_tat = max(tat, now) + interval
+    if new_tat - now > ceiling:
+        return Decision(False, _seconds(new_tat - now - ceiling)), tat
+    return Decision(True), new_tat
+
+
+# A stored login row: (failures, locked_until, last_failure).
+LoginRow = tuple[int, float, float]
+
+
+def login_tiers(address: str, policy: LoginPolicy) -> tuple[tuple[str, int, float], ...]:
+    """The rows an attempt from ``address`` counts against: (address, free failures, cap)."""
+    return (
+        (address_key(address), policy.address_free_failures, policy.address_lockout_max),
+        (ACCOUNT_TIER, policy.account_free_failures, policy.account_lockout_max),
+    )
+
+
+def login_step(
+    tiers: tuple[tuple[str, int, float], ...],
+    rows: Mapping[str, LoginRow],
+    now: float,
+    policy: LoginPolicy,
+) -> tuple[Decision, list[tuple[str, int, float]]]:
+    """The decision on one attempt, given the stored rows of its tiers (by address), and
+    the rows ``(address, failures, locked_until)`` to store when it is admitted."""
+    current: dict[str, LoginRow | None] = {}
+    for tier_address, _, cap in tiers:
+        row = rows.get(tier_address)
+        if row and now - row[2] > policy.failure_window:
+            row = None  # forgotten
+        if row:
+            # Never longer than the cap (a clock moved back cannot extend it).
+            locked_until = min(row[1], now + cap)
+            if locked_until > now:
+                return Decision(False, _seconds(locked_until - now)), []
+        current[tier_address] = row
+    updates = []
+    for tier_address, free, cap in tiers:
+        row = current[tier_address]
+        failures = (row[0] if row else 0) + 1
+        locked_until = now + _lockout(failures, free, policy.lockout_base, cap)
+        updates.append((tier_address, failures, locked_until))
+    return Decision(True), updates
+
+
+class Limits(Protocol):
+    """What the API needs of a limits store (:class:`LimitStore`, or
+    :class:`platform_app.limits_pg.PgLimitStore`). Each raises :class:`LimiterUnavailable`
+    when its store cannot be used."""
+
+    def check(self) -> None: ...
+    def hit(self, scope: str, subject: str, rate: Rate) -> Decision: ...
+    def login_attempt(self, username: str, address: str, policy: LoginPolicy) -> Decision: ...
+    def login_succeeded(self, username: str, address: str) -> None: ...
+    def reset(self, username: str | None = None) -> int: ...
+    def close(self) -> None: ...
+
+
 class LimitStore:
     """The shared state. One connection per process, used under a lock by its threads."""
 
@@ -200,25 +274,19 @@ class LimitStore:
 
     def hit(self, scope: str, subject: str, rate: Rate) -> Decision:
         """Spend one token of (scope, subject), or say how long until the next one."""
-        interval = rate.interval
-        ceiling = rate.burst * interval
         with self._transaction() as conn:
             # Read the clock under the lock: decisions are ordered like their times.
             now = self.clock()
             row = conn.execute(
                 "SELECT tat FROM buckets WHERE scope = ? AND subject = ?", (scope, subject)
             ).fetchone()
-            # A stored time beyond what the rate allows counts as now: the clock moved
-            # back by more than CLOCK_SLACK (a full bucket sits exactly at the ceiling).
-            tat = row[0] if row and row[0] - now <= ceiling + CLOCK_SLACK else now
-            new_tat = max(tat, now) + interval
-            if new_tat - now > ceiling:
-                return Decision(False, _seconds(new_tat - now - ceiling))
-            conn.execute(
-                "INSERT OR REPLACE INTO buckets (scope, subject, tat) VALUES (?, ?, ?)",
-                (scope, subject, new_tat),
-            )
-        return Decision(True)
+            decision, tat = gcra(row[0] if row else None, now, rate)
+            if decision.allowed:
+                conn.execute(
+                    "INSERT OR REPLACE INTO buckets (scope, subject, tat) VALUES (?, ?, ?)",
+                    (scope, subject, tat),
+                )
+        return decision
 
     # --- logins ----------------------------------------------------------------------
 
@@ -226,39 +294,25 @@ class LimitStore:
         """Admit one password check for (username, address), counting it as a failure
         until :meth:`login_succeeded` clears it; or refuse it while a lockout runs."""
         subject = subject_key(username)
-        address = address_key(address)
-        tiers = (
-            (address, policy.address_free_failures, policy.address_lockout_max),
-            (ACCOUNT_TIER, policy.account_free_failures, policy.account_lockout_max),
-        )
+        tiers = login_tiers(address, policy)
         with self._transaction() as conn:
             now = self.clock()  # under the lock, like hit()
-            rows = {}
-            for tier_address, _, cap in tiers:
-                row = conn.execute(
-                    "SELECT failures, locked_until, last_failure FROM logins"
-                    " WHERE subject = ? AND address = ?",
-                    (subject, tier_address),
-                ).fetchone()
-                if row and now - row[2] > policy.failure_window:
-                    row = None  # forgotten
-                if row:
-                    # Never longer than the cap (a clock moved back cannot extend it).
-                    locked_until = min(row[1], now + cap)
-                    if locked_until > now:
-                        return Decision(False, _seconds(locked_until - now))
-                rows[tier_address] = row
-            for tier_address, free, cap in tiers:
-                row = rows[tier_address]
-                failures = (row[0] if row else 0) + 1
-                locked_until = now + _lockout(failures, free, policy.lockout_base, cap)
-                conn.execute(
-                    "INSERT OR REPLACE INTO logins"
-                    " (subject, address, failures, locked_until, last_failure)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (subject, tier_address, failures, locked_until, now),
+            rows = {
+                row[0]: row[1:]
+                for row in conn.execute(
+                    "SELECT address, failures, locked_until, last_failure FROM logins"
+                    " WHERE subject = ? AND address IN (?, ?)",
+                    (subject, tiers[0][0], tiers[1][0]),
                 )
-        return Decision(True)
+            }
+            decision, updates = login_step(tiers, rows, now, policy)
+            conn.executemany(
+                "INSERT OR REPLACE INTO logins"
+                " (subject, address, failures, locked_until, last_failure)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(subject, *update, now) for update in updates],
+            )
+        return decision
 
     def login_succeeded(self, username: str, address: str) -> None:
         """The password was right: forget the failures of this account on this address
@@ -272,6 +326,12 @@ class LimitStore:
             )
 
     # --- housekeeping ----------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
 
     def _prune(self, conn: sqlite3.Connection) -> None:
         now = self.clock()
@@ -307,22 +367,50 @@ class LimitStore:
             )
 
 
+def _database_store() -> Limits:
+    """The PostgreSQL store named by the environment (as the app reads it)."""
+    # Imported here: config imports this module, and psycopg needs libpq.
+    from platform_app.config import database_settings
+    from platform_app.database import Database
+    from platform_app.limits_pg import PgLimitStore
+
+    url, password = database_settings(os.environ)
+    if url is None:
+        raise LimiterUnavailable("give --db PATH (SQLite) or set PLATFORM_DATABASE_URL")
+    return PgLimitStore(Database(url, password))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m platform_app.limits",
         description="Lift the rate limits and login lockouts of a user of the platform app.",
     )
-    parser.add_argument("--db", required=True, type=Path, help=f"the store ({DB_NAME})")
+    parser.add_argument(
+        "--db",
+        type=Path,
+        help=f"the SQLite store ({DB_NAME}); without it, the PostgreSQL store of"
+        " PLATFORM_DATABASE_URL (password in PLATFORM_DATABASE_PASSWORD)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     reset = sub.add_parser("reset", help="forget a user's limits and lockouts")
     who = reset.add_mutually_exclusive_group(required=True)
     who.add_argument("username", nargs="?")
     who.add_argument("--all", action="store_true", help="every user")
     args = parser.parse_args(argv)
-    if not args.db.exists():
+    from platform_app.config import ConfigError  # config imports this module
+
+    if args.db is not None and not args.db.exists():
         print(f"limits: {args.db} does not exist", file=sys.stderr)
         return 1
-    removed = LimitStore(args.db).reset(None if args.all else args.username)
+    try:
+        store = LimitStore(args.db) if args.db is not None else _database_store()
+        try:
+            removed = store.reset(None if args.all else args.username)
+        finally:
+            store.close()
+    except (LimiterUnavailable, ConfigError) as exc:
+        print(f"limits: {exc}", file=sys.stderr)
+        return 1
     print(f"removed {removed} entries")
     return 0
 

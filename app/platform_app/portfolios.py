@@ -1,4 +1,9 @@
-"""Per-user portfolio files under ``<state>/users/<owner>/<name>.json``."""
+"""Per-user portfolio files under ``<state>/users/<owner>/<name>.json``.
+
+With ``PLATFORM_DATABASE_URL`` set, portfolios are rows in PostgreSQL instead
+(:class:`platform_app.portfolios_pg.PgPortfolioStore`): same names, caps and errors, and
+the same stored bytes (:func:`serialize`), so a cap means the same on both stores.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from platform_app.users import USERNAME_RE
 
@@ -36,6 +41,44 @@ class PortfolioTooLarge(ValueError):
 
 class PortfolioLimitReached(RuntimeError):
     """The user already has as many portfolios as allowed."""
+
+
+class Portfolios(Protocol):
+    """What the API needs of a portfolio store (:class:`PortfolioStore`, or
+    :class:`platform_app.portfolios_pg.PgPortfolioStore`)."""
+
+    max_count: int
+    max_bytes: int
+
+    def read(self, owner: str, name: str) -> Any: ...
+    def write(self, owner: str, name: str, document: Any) -> int: ...
+    def delete(self, owner: str, name: str) -> None: ...
+    def list(self, owner: str) -> list[str]: ...
+    def close(self) -> None: ...
+
+
+def serialize(document: Any) -> bytes:
+    """What a store keeps of a portfolio: compact JSON in UTF-8 and a newline."""
+    data = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return data + b"\n"
+
+
+def too_large(max_bytes: int) -> PortfolioTooLarge:
+    return PortfolioTooLarge(f"a portfolio may take at most {max_bytes} bytes")
+
+
+def limit_reached(max_count: int) -> PortfolioLimitReached:
+    return PortfolioLimitReached(f"at most {max_count} portfolios per user; delete one first")
+
+
+def check_owner(owner: str) -> None:
+    if not USERNAME_RE.fullmatch(owner):
+        raise InvalidName("invalid owner")
+
+
+def check_name(name: str) -> None:
+    if not NAME_RE.fullmatch(name):
+        raise InvalidName("invalid portfolio name")
 
 
 @contextlib.contextmanager
@@ -72,8 +115,7 @@ class PortfolioStore:
         self.max_bytes = max_bytes
 
     def _user_dir(self, owner: str, *, create: bool) -> Path:
-        if not USERNAME_RE.fullmatch(owner):
-            raise InvalidName("invalid owner")
+        check_owner(owner)
         directory = self.users_root / owner
         if create:
             _ensure_private_dir(self.users_root)
@@ -81,8 +123,7 @@ class PortfolioStore:
         return directory
 
     def _path(self, owner: str, name: str, *, create: bool) -> Path:
-        if not NAME_RE.fullmatch(name):
-            raise InvalidName("invalid portfolio name")
+        check_name(name)
         directory = self._user_dir(owner, create=create)
         candidate = directory / f"{name}{SUFFIX}"
         # Defence in depth: the resolved path must stay directly inside the user's directory.
@@ -104,16 +145,13 @@ class PortfolioStore:
 
     def write(self, owner: str, name: str, document: Any) -> int:
         """Atomically replace the portfolio; returns the number of bytes stored."""
-        data = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        data += b"\n"
+        data = serialize(document)
         if len(data) > self.max_bytes:
-            raise PortfolioTooLarge(f"a portfolio may take at most {self.max_bytes} bytes")
+            raise too_large(self.max_bytes)
         path = self._path(owner, name, create=True)
         with _locked(path.parent):
             if not path.exists() and len(self.list(owner)) >= self.max_count:
-                raise PortfolioLimitReached(
-                    f"at most {self.max_count} portfolios per user; delete one first"
-                )
+                raise limit_reached(self.max_count)
             self._replace(path, data)
         return len(data)
 
@@ -149,3 +187,6 @@ class PortfolioStore:
             return []
         names = (p.name.removesuffix(SUFFIX) for p in directory.iterdir() if p.suffix == SUFFIX)
         return sorted(n for n in names if NAME_RE.fullmatch(n))
+
+    def close(self) -> None:
+        """Nothing to close: every call opens and closes its own files."""

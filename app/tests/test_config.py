@@ -178,3 +178,84 @@ def test_limit_settings_and_runtime_directory(env: dict[str, str], tmp_path: Pat
     assert settings.limits_db == tmp_path / "limits.sqlite3"
     assert settings.compute_rate.per_minute == 12 and settings.compute_rate.burst == 10
     assert settings.login_policy.account_lockout_max == 30
+
+
+# --- the database (PLATFORM_DATABASE_URL, PLATFORM_DATABASE_PASSWORD) ----------------------
+
+DB_URL = (
+    "postgresql://platform_app@10.89.77.63:5432/platform_app"
+    "?sslmode=verify-full&sslrootcert=/etc/ssl/platform-database-ca.pem"
+)
+DB_PASSWORD = "db-password-must-never-leak-93c1"
+
+
+def test_without_a_database_the_stores_are_files(env: dict[str, str]) -> None:
+    settings = load_settings(env, journal_socket="/x")
+    assert settings.database_url is None and settings.database_password is None
+
+
+@pytest.mark.parametrize(
+    "url", [DB_URL, "postgres://app@db/app", "postgresql:///platform_app?host=/run/postgresql"]
+)
+def test_database_url_and_password(env: dict[str, str], url: str) -> None:
+    env["PLATFORM_DATABASE_URL"] = url
+    env["PLATFORM_DATABASE_PASSWORD"] = DB_PASSWORD
+    settings = load_settings(env, journal_socket="/x")
+    assert settings.database_url == url and settings.database_password == DB_PASSWORD
+    assert DB_PASSWORD not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"PLATFORM_DATABASE_URL": f"postgresql://app:{DB_PASSWORD}@db/app"}, "not contain a pass"),
+        ({"PLATFORM_DATABASE_URL": f"postgresql://app@db/app?password={DB_PASSWORD}"}, "not"),
+        ({"PLATFORM_DATABASE_URL": "postgresql://app:@db/app"}, "PLATFORM_DATABASE_PASSWORD"),
+        ({"PLATFORM_DATABASE_URL": f"mysql://app:{DB_PASSWORD}@db/app"}, "postgresql://"),
+        ({"PLATFORM_DATABASE_URL": f"host=db user=app password={DB_PASSWORD}"}, "postgresql://"),
+        ({"PLATFORM_DATABASE_URL": f"postgresql://app:{DB_PASSWORD}@[::1/app"}, "not a valid URL"),
+        ({"PLATFORM_DATABASE_URL": "postgresql://app@db/app?sslmod=verify-full"}, "sslmod"),
+        ({"PLATFORM_DATABASE_PASSWORD": DB_PASSWORD}, "PLATFORM_DATABASE_URL is not"),
+    ],
+)
+def test_invalid_database_settings(
+    env: dict[str, str], overrides: dict[str, str], message: str
+) -> None:
+    env.update(overrides)
+    with pytest.raises(ConfigError, match=message) as refused:
+        load_settings(env, journal_socket="/nonexistent")
+    assert DB_PASSWORD not in str(refused.value)
+
+
+def test_app_with_an_unreachable_database_exits_for_systemd_to_retry(
+    env: dict[str, str], tmp_path: Path, users_document_cost12: dict
+) -> None:
+    """Not a configuration error (78, never restarted): 69, and Restart=on-failure tries
+    again until PostgreSQL answers. Nothing listens on port 1; the password never shows."""
+    env["PLATFORM_USERS_FILE"] = _users_file(tmp_path, users_document_cost12)
+    env["PLATFORM_DATABASE_URL"] = "postgresql://platform_app@127.0.0.1:1/platform_app"
+    env["PLATFORM_DATABASE_PASSWORD"] = DB_PASSWORD
+    result = _run_app_import(env)
+    assert result.returncode == 69, result.stderr
+    assert "cannot start now: database platform_app@127.0.0.1:1/platform_app:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert DB_PASSWORD not in result.stderr + result.stdout
+
+
+def test_the_file_stores_do_not_need_psycopg(
+    env: dict[str, str], tmp_path: Path, users_document_cost12: dict
+) -> None:
+    """A host without a database needs no libpq: psycopg is imported only with one."""
+    env["PLATFORM_USERS_FILE"] = _users_file(tmp_path, users_document_cost12)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PLATFORM_", "STATE_"))}
+    code = "import sys, platform_app.main; sys.exit('psycopg' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=APP_DIR,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr

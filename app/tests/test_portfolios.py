@@ -1,17 +1,31 @@
-"""Portfolio storage: ownership, modes, atomic writes and traversal defences."""
+"""Portfolio storage: ownership, caps, modes, atomic writes and traversal defences.
+
+Tests marked ``@both_stores`` run on the file store and on PostgreSQL (conftest.py)."""
 
 from __future__ import annotations
 
 import json
 import os
 import stat
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import auth_header, read_actions
+from conftest import auth_header, both_stores, login, postgresql_only, read_actions
 from fastapi.testclient import TestClient
 
-from platform_app.portfolios import InvalidName, PortfolioStore
+from platform_app.portfolios import (
+    InvalidName,
+    PortfolioLimitReached,
+    PortfolioNotFound,
+    Portfolios,
+    PortfolioStore,
+    PortfolioTooLarge,
+    serialize,
+)
 
 DOC = {"positions": [{"symbol": "ACME", "qty": 10}], "cash": 1000.5}
 
@@ -20,6 +34,21 @@ def _state(env: dict[str, str]) -> Path:
     return Path(env["PLATFORM_STATE_DIR"])
 
 
+@pytest.fixture
+def make_store(
+    store_kind: str, env: dict[str, str], request: pytest.FixtureRequest
+) -> Callable[..., Portfolios]:
+    """Makes stores of the kind under test; each PostgreSQL one has a pool of its own, as
+    another worker or app host has."""
+    if store_kind == "file":
+        return lambda **caps: PortfolioStore(_state(env), **caps)
+    from platform_app.portfolios_pg import PgPortfolioStore
+
+    make_database = request.getfixturevalue("make_database")
+    return lambda **caps: PgPortfolioStore(make_database(), **caps)
+
+
+@both_stores
 def test_owner_can_write_read_and_list(
     client: TestClient, tokens: dict[str, str], env: dict[str, str]
 ) -> None:
@@ -47,6 +76,7 @@ def test_files_and_directories_are_private(
     assert [p.name for p in user_dir.iterdir()] == ["main.json"]  # no temp files left
 
 
+@both_stores
 def test_overwrite_replaces_content(client: TestClient, tokens: dict[str, str]) -> None:
     headers = auth_header(tokens["alice"])
     client.put("/api/portfolios/alice/main", json=DOC, headers=headers)
@@ -54,11 +84,13 @@ def test_overwrite_replaces_content(client: TestClient, tokens: dict[str, str]) 
     assert client.get("/api/portfolios/alice/main", headers=headers).json() == {"cash": 1}
 
 
+@both_stores
 def test_missing_portfolio_is_404(client: TestClient, tokens: dict[str, str]) -> None:
     response = client.get("/api/portfolios/alice/none", headers=auth_header(tokens["alice"]))
     assert response.status_code == 404
 
 
+@both_stores
 def test_cross_user_access_is_403_and_logged(
     client: TestClient, tokens: dict[str, str], action_log: Path, env: dict[str, str]
 ) -> None:
@@ -75,10 +107,11 @@ def test_cross_user_access_is_403_and_logged(
     assert [r["op"] for r in new] == ["access_denied"] * 4
     assert [r["user"] for r in new] == ["alice", "alice", "alice", "root"]
     assert new[0]["details"] == {"owner": "bob", "attempted": "read", "name": "secret"}
-    bob_file = _state(env) / "users" / "bob" / "secret.json"
-    assert json.loads(bob_file.read_text()) == {"x": 1}
+    bob = auth_header(tokens["bob"])
+    assert client.get("/api/portfolios/bob/secret", headers=bob).json() == {"x": 1}
 
 
+@both_stores
 def test_unknown_and_existing_other_owners_answer_alike(
     client: TestClient, tokens: dict[str, str]
 ) -> None:
@@ -100,6 +133,7 @@ def test_unknown_and_existing_other_owners_answer_alike(
         ), (method, suffix, answers)
 
 
+@both_stores
 def test_owner_can_delete(client: TestClient, tokens: dict[str, str], action_log: Path) -> None:
     headers = auth_header(tokens["alice"])
     client.put("/api/portfolios/alice/old", json=[1], headers=headers)
@@ -109,9 +143,8 @@ def test_owner_can_delete(client: TestClient, tokens: dict[str, str], action_log
     assert read_actions(action_log)[-1]["op"] == "portfolio_delete"
 
 
+@both_stores
 def test_portfolio_count_is_capped(make_client, env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
-    from conftest import login
-
     client = make_client(PLATFORM_PORTFOLIO_MAX_COUNT="3", PLATFORM_LIMIT_WRITE_BURST="100")
     headers = auth_header(login(client, "alice"))
     for name in ("p1", "p2", "p3"):
@@ -125,14 +158,12 @@ def test_portfolio_count_is_capped(make_client, env: dict[str, str]) -> None:  #
     assert client.put("/api/portfolios/alice/p3", json=[2], headers=headers).status_code == 200
     assert client.delete("/api/portfolios/alice/p1", headers=headers).status_code == 200
     assert client.put("/api/portfolios/alice/p4", json=[1], headers=headers).status_code == 200
-    assert sorted(p.name for p in (_state(env) / "users" / "alice").iterdir()) == [
-        "p2.json", "p3.json", "p4.json",
-    ]  # fmt: skip
+    listing = client.get("/api/portfolios/alice", headers=headers).json()
+    assert listing["portfolios"] == ["p2", "p3", "p4"]
 
 
+@both_stores
 def test_portfolio_size_is_capped(make_client) -> None:  # type: ignore[no-untyped-def]
-    from conftest import login
-
     client = make_client(PLATFORM_PORTFOLIO_MAX_BYTES="2048")
     headers = auth_header(login(client, "alice"))
     small = {"notes": "x" * 1000}
@@ -143,13 +174,10 @@ def test_portfolio_size_is_capped(make_client) -> None:  # type: ignore[no-untyp
     assert client.get("/api/portfolios/alice/big", headers=headers).status_code == 404
 
 
-def test_portfolio_count_cap_holds_under_concurrency(tmp_path: Path) -> None:
+@both_stores
+def test_portfolio_count_cap_holds_under_concurrency(make_store: Callable[..., Portfolios]) -> None:
     """Writers in parallel threads (as in several workers) never exceed the cap."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from platform_app.portfolios import PortfolioLimitReached
-
-    store = PortfolioStore(tmp_path, max_count=5)
+    store = make_store(max_count=5)
 
     def write(i: int) -> bool:
         try:
@@ -162,6 +190,63 @@ def test_portfolio_count_cap_holds_under_concurrency(tmp_path: Path) -> None:
         results = list(pool.map(write, range(40)))
     assert sum(results) == 5
     assert len(store.list("alice")) == 5
+
+
+@both_stores
+def test_the_last_place_goes_to_exactly_one_racer(make_store: Callable[..., Portfolios]) -> None:
+    """Eight writers, each with a store of its own (another worker, or with PostgreSQL
+    another app host), race for the one place left: exactly one gets it. Several rounds:
+    a race shows only now and then."""
+    racers = [make_store(max_count=3) for _ in range(8)]
+    for racer in racers:
+        racer.list("nobody")  # connected before the race
+    for round_ in range(5):
+        owner = f"user{round_}"
+        racers[0].write(owner, "a", [1])
+        racers[0].write(owner, "b", [2])
+        barrier = threading.Barrier(len(racers))
+
+        def race(i: int, owner: str = owner, barrier: threading.Barrier = barrier) -> bool:
+            barrier.wait()
+            try:
+                racers[i].write(owner, f"new{i}", [i])
+                return True
+            except PortfolioLimitReached:
+                return False
+
+        with ThreadPoolExecutor(len(racers)) as pool:
+            won = list(pool.map(race, range(len(racers))))
+        assert sum(won) == 1, (round_, won)
+        assert len(racers[0].list(owner)) == 3
+
+
+@both_stores
+def test_store_round_trip_and_errors(make_store: Callable[..., Portfolios]) -> None:
+    store = make_store(max_count=2, max_bytes=1024)
+    document: Any = {"name": "Épargne €", "nested": [1, 2.5, None, True, {"k": "ü"}], "z": 0}
+    size = store.write("alice", "main", document)
+    assert size == len(serialize(document))
+    assert store.read("alice", "main") == document
+    assert store.write("alice", "main", ["replaced"]) == len(b'["replaced"]\n')
+    assert store.read("alice", "main") == ["replaced"]
+    store.write("alice", "Zeta", None)
+    assert store.read("alice", "Zeta") is None
+    assert store.list("alice") == ["Zeta", "main"]  # code point order on both stores
+    assert store.list("bob") == []
+    with pytest.raises(PortfolioLimitReached, match="at most 2 portfolios per user"):
+        store.write("alice", "third", {})
+    with pytest.raises(PortfolioNotFound):
+        store.read("bob", "main")
+    with pytest.raises(PortfolioNotFound):
+        store.delete("alice", "missing")
+    store.delete("alice", "Zeta")
+    assert store.list("alice") == ["main"]
+    # The cap counts the stored bytes: 1024 fit, 1025 do not.
+    exactly = "x" * (1024 - len(serialize("")))
+    assert store.write("alice", "big", exactly) == 1024
+    with pytest.raises(PortfolioTooLarge, match="at most 1024 bytes"):
+        store.write("alice", "big", exactly + "x")
+    assert store.read("alice", "big") == exactly
 
 
 @pytest.mark.parametrize("name", ["a.b", "x" * 65, "main.json", "sp ace", "é", "a%00b"])
@@ -224,18 +309,26 @@ def test_traversal_attempts_are_refused(
     assert written == ["users", "users/bob", "users/bob/secret.json"]
 
 
+@both_stores
 @pytest.mark.parametrize("name", ["..", "../bob/x", "a/b", "", ".hidden", "x\x00"])
-def test_store_rejects_bad_names_directly(env: dict[str, str], name: str) -> None:
-    store = PortfolioStore(_state(env))
-    with pytest.raises(InvalidName):
-        store.write("alice", name, {})
+def test_store_rejects_bad_names_directly(make_store: Callable[..., Portfolios], name: str) -> None:
+    store = make_store()
+    for call in (store.read, store.delete, lambda owner, name: store.write(owner, name, {})):
+        with pytest.raises(InvalidName):
+            call("alice", name)
 
 
+@both_stores
 @pytest.mark.parametrize("owner", ["..", "../alice", "a/b", ""])
-def test_store_rejects_bad_owners_directly(env: dict[str, str], owner: str) -> None:
-    store = PortfolioStore(_state(env))
+def test_store_rejects_bad_owners_directly(
+    make_store: Callable[..., Portfolios], owner: str
+) -> None:
+    store = make_store()
+    for call in (store.read, store.delete, lambda owner, name: store.write(owner, name, {})):
+        with pytest.raises(InvalidName):
+            call(owner, "main")
     with pytest.raises(InvalidName):
-        store.write(owner, "main", {})
+        store.list(owner)
 
 
 def test_store_refuses_symlink_escape(env: dict[str, str], tmp_path: Path) -> None:
@@ -262,3 +355,44 @@ def test_store_refuses_symlinked_user_dir(env: dict[str, str], tmp_path: Path) -
     with pytest.raises(InvalidName):
         store.write("alice", "main", {})
     assert list(elsewhere.iterdir()) == []
+
+
+@postgresql_only
+def test_postgresql_rows_hold_the_file_store_bytes(
+    make_store: Callable[..., Portfolios], database: Any, tmp_path: Path
+) -> None:
+    """``document`` is exactly the file's content, ``bytes`` its size: the caps agree."""
+    document = {"b": 1, "a": ["é", 2.50, {"y": None}], "big": 10**20}
+    make_store().write("alice", "main", document)
+    files = PortfolioStore(tmp_path)
+    files.write("alice", "main", document)
+    on_disk = (tmp_path / "users" / "alice" / "main.json").read_bytes()
+    with database.connect() as conn:
+        text, size = conn.execute(
+            "SELECT document, bytes FROM portfolios WHERE owner = 'alice' AND name = 'main'"
+        ).fetchone()
+    assert text.encode("utf-8") == on_disk and size == len(on_disk)
+
+
+@pytest.mark.postgresql
+def test_workers_starting_at_once_create_the_tables_once(
+    database: Any, make_database: Callable[..., Any]
+) -> None:
+    """Eight processes (two hosts' workers) start at once on a database without the app's
+    tables: every one comes up (concurrent CREATE TABLE IF NOT EXISTS can collide in the
+    catalog without the advisory lock). Several rounds, tables dropped in between."""
+    from platform_app.database import TABLES, Database
+
+    for _ in range(5):
+        with database.connect() as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {', '.join(TABLES)}")
+        starters = [Database(database.url, database.password) for _ in range(8)]
+        barrier = threading.Barrier(len(starters))
+
+        def start(db: Database, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            db.create_schema()
+
+        with ThreadPoolExecutor(len(starters)) as pool:
+            list(pool.map(start, starters))  # re-raises the first failure
+    make_database()  # and once more on existing tables

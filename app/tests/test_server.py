@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import read_actions
+from conftest import both_stores, read_actions
 
 APP_DIR = Path(__file__).resolve().parents[1]
 
@@ -218,9 +218,11 @@ def unix_server(
         log.close()
 
 
+@both_stores
 def test_two_workers_share_one_budget_per_user(unix_server: str) -> None:
     """100 evaluations from one user, spread over 2 worker processes: one budget (burst 10,
-    30/min), not one per worker."""
+    30/min), not one per worker. With PostgreSQL, both workers also create the tables at
+    once when they start (under the advisory lock)."""
     from concurrent.futures import ThreadPoolExecutor
 
     status, _, body = _unix_request(
@@ -246,6 +248,7 @@ def test_two_workers_share_one_budget_per_user(unix_server: str) -> None:
     assert all(after and int(after) >= 1 for after in limited)
 
 
+@both_stores
 def test_login_lockout_is_per_forwarded_address(unix_server: str, action_log: Path) -> None:
     guesser = {"X-Forwarded-For": "198.51.100.7"}
     statuses = [

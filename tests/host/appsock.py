@@ -48,7 +48,7 @@ def app_settings(host) -> dict[str, str]:
     values = {}
     for line in host.check_output(f"cat {ENV_FILE}").splitlines():
         match = re.fullmatch(r"(PLATFORM_[A-Z_]+)='([^']*)'", line.strip())
-        if match and "SECRET" not in match.group(1):
+        if match and "SECRET" not in match.group(1) and "PASSWORD" not in match.group(1):
             values[match.group(1)] = match.group(2)
     return values
 
@@ -78,12 +78,20 @@ def app_python(host) -> str:
 
 def reset_command(host, user: str | None) -> list[str]:
     """The command that lifts a user's limits and lockouts (as the app user, so the store's
-    files keep their owner); empty on a release without the shared limiter."""
+    files keep their owner); empty on a release without the shared limiter. With the
+    app's database (PLATFORM_DATABASE_URL, docs/tiers.md) the same tool runs against it,
+    with the settings of the root-only environment file in its environment (never in argv)."""
+    who = ["--all"] if user is None else [user]
+    if host.run(f"grep -q '^PLATFORM_DATABASE_URL=' {ENV_FILE}").rc == 0:
+        # As docs/app.md says: a transient unit with the app's environment file and user
+        # (and that user's HOME: libpq looks for client certificates there).
+        unit = ["-p", f"EnvironmentFile={ENV_FILE}", "-p", f"User={app_user(host)}"]
+        return ["systemd-run", "--quiet", "--pipe", "--wait", "--collect", *unit,
+                app_python(host), "-m", "platform_app.limits", "reset", *who]  # fmt: skip
     db = "/run/platform-limits/limits.sqlite3"
     if not host.file(db).exists:
         return []
     owner = host.file(db).user
-    who = ["--all"] if user is None else [user]
     return ["setpriv", f"--reuid={owner}", f"--regid={owner}", "--clear-groups",
             app_python(host), "-m", "platform_app.limits", "--db", db, "reset", *who]  # fmt: skip
 

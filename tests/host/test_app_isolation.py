@@ -18,9 +18,12 @@ import shlex
 import socket
 import time
 import uuid
+from urllib.parse import urlsplit
 
+import hoststate
 import pytest
 from appsock import (
+    ENV_FILE,
     actionlog_dir,
     app_python,
     app_settings,
@@ -33,7 +36,7 @@ from appsock import (
     run_plan,
     wait,
 )
-from tiers import APP
+from tiers import APP, inventory_host
 
 from policy import require
 
@@ -95,6 +98,29 @@ def test_other_users_and_unknown_users_answer_alike(probe, site, host, account, 
 # --- one user cannot fill the disk ----------------------------------------------------------------
 
 
+def _portfolio_names(host, login: dict, name: str) -> list[str]:
+    """The user's portfolios as the app lists them (whichever store it uses)."""
+    out = run_plan(host, {"login": login, "reset": reset_command(host, name),
+                          "requests": [{"method": "GET", "path": f"/api/portfolios/{name}", "keep": 1 << 20}]})
+    status, _, body = out["results"][0]
+    assert status == 200, out
+    return json.loads(body)["portfolios"]
+
+
+def _portfolio_count(host, login: dict, name: str) -> int:
+    return len(_portfolio_names(host, login, name))
+
+
+def _delete_portfolios(host, login: dict, name: str, prefix: str) -> None:
+    """Remove what the check wrote, through the app (files or its database alike)."""
+    mine = [p for p in _portfolio_names(host, login, name) if p.startswith(f"{prefix}-")]
+    if mine:
+        out = run_plan(host, {"login": login, "reset": reset_command(host, name),
+                              "requests": [{"method": "DELETE", "path": f"/api/portfolios/{name}/{p}"} for p in mine]})
+        assert {r[0] for r in out["results"]} <= {200, 204}, out
+    assert not [p for p in _portfolio_names(host, login, name) if p.startswith(f"{prefix}-")]
+
+
 @pytest.mark.claim("portfolios.quota")
 @pytest.mark.disruptive
 def test_portfolio_count_and_size_are_capped(host, account, evidence):
@@ -107,9 +133,8 @@ def test_portfolio_count_and_size_are_capped(host, account, evidence):
     prefix = f"quota{uuid.uuid4().hex[:6]}"
     name, password = account("app_user")
     login = {"username": name, "password": password}
-    state = host.check_output("systemctl show --property=StateDirectory --value platform.service").split()[0]
-    user_dir = f"/var/lib/{state}/users/{name}"
-    existing = len([n for n in host.run(f"ls {user_dir}").stdout.split() if n.endswith(".json")])
+    # What the user holds already, as the app lists it (files or its database, docs/tiers.md).
+    existing = _portfolio_count(host, login, name)
     # Up to the cap (the role's default, 100, when the app has none), then one more.
     attempts = (max_count or 100) - existing + 1
     try:
@@ -128,7 +153,7 @@ def test_portfolio_count_and_size_are_capped(host, account, evidence):
             ],
         })  # fmt: skip
     finally:
-        host.run(f"rm -f {user_dir}/{prefix}-*.json")
+        _delete_portfolios(host, login, name, prefix)
         reset_limits(host, name)
     statuses = [r[0] for r in filled["results"]]
     evidence("portfolios.quota", max_count=max_count, max_bytes=max_bytes, existing_before=existing,
@@ -142,6 +167,47 @@ def test_portfolio_count_and_size_are_capped(host, account, evidence):
     assert 0 < max_count <= req["max_count_max"], f"no portfolio cap in the app's settings: {settings}"
     assert 0 < max_bytes <= req["max_bytes_max"], f"no size cap in the app's settings: {settings}"
     assert statuses.count(200) == max(attempts - 1, 0), statuses
+
+
+@pytest.mark.claim("auth.isolation")
+@pytest.mark.disruptive(reason="writes and deletes a portfolio of the audit user")
+def test_portfolios_live_on_the_database_tier(request, host, hostvars, account, evidence):
+    """With app hosts apart from the database (docs/tiers.md), a user's portfolios are rows
+    of the app's database on the db host, not files of the app host that served the write:
+    the same data behind any app host. Seen from both ends: the row on the database host
+    (psql as its superuser), no file on the app host; deleted through the app afterwards."""
+    url = host.run(f"sed -n \"s/^PLATFORM_DATABASE_URL='\\(.*\\)'$/\\1/p\" {ENV_FILE}").stdout.strip()
+    if not url:
+        pytest.skip("the app keeps portfolios in files on this host (one app host, no app_database_host)")
+    parts = urlsplit(url)
+    db_address, database = parts.hostname, parts.path.lstrip("/")
+    db_hosts = [h for h in hostvars["groups"].get("db", [])
+                if hostvars["hostvars"][h].get("ansible_host") == db_address]  # fmt: skip
+    assert db_hosts, f"PLATFORM_DATABASE_URL names {db_address}, no host of the db group"
+    assert "sslmode=verify-full" in url and "sslrootcert=" in url, f"the app's database link is not verified TLS: {url}"
+    db = inventory_host(request, db_hosts[0])
+    name, password = account("app_user")
+    login = {"username": name, "password": password}
+    marker = f"tier{uuid.uuid4().hex[:8]}"
+    state = host.check_output("systemctl show --property=StateDirectory --value platform.service").split()[0]
+    query = (f"SELECT bytes FROM portfolios WHERE owner = '{name}' AND name = '{marker}'")  # noqa: S608
+    psql = (f"runuser -u postgres -- psql -X -A -t -d {database} -c {shlex.quote(query)}")
+    try:
+        with hoststate.touching(db_hosts[0], f"a portfolio row of {name} ({marker})"):
+            wrote = run_plan(host, {"login": login, "reset": reset_command(host, name), "requests": [
+                {"method": "PUT", "path": f"/api/portfolios/{name}/{marker}", "body": {"positions": []}}]})
+            row = db.run(psql).stdout.strip()
+            as_file = host.file(f"/var/lib/{state}/users/{name}/{marker}.json").exists
+            evidence("auth.isolation", store=f"database {database} on {db_hosts[0]}",
+                     write_status=wrote["results"][0][0], row_bytes=row or None, file_on_app_host=as_file)
+            assert wrote["results"][0][0] == 200, wrote
+            assert row.isdigit() and int(row) > 0, f"no row for {name}/{marker} in {database} on {db_hosts[0]}"
+            assert not as_file, "the portfolio was written as a file on the app host"
+    finally:
+        run_plan(host, {"login": login, "reset": reset_command(host, name), "requests": [
+            {"method": "DELETE", "path": f"/api/portfolios/{name}/{marker}"}]})
+        reset_limits(host, name)
+    assert db.run(psql).stdout.strip() == "", "the check's portfolio is still in the database"
 
 
 # --- bcrypt cost >= 12, enforced by the app --------------------------------------------------------

@@ -16,7 +16,8 @@ import time
 from typing import Any
 
 import pytest
-from tiers import DB, db_client_hosts
+from appsock import reset_limits
+from tiers import DB, db_client_hosts, inventory_host
 
 from policy import require
 
@@ -209,14 +210,30 @@ except urllib.error.HTTPError as e:
 """
 
 
-def _inventory_host(request, name: str):
-    import testinfra
+# A login attempt to the app over its unix socket, as root on the app host (no nginx).
+APP_LOGIN = """
+import json, socket, sys
+body = json.dumps({"username": "tls-probe", "password": "not-the-password"}).encode()
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(60)
+s.connect(sys.argv[1])
+s.sendall(b"POST /api/auth/login HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n"
+          b"Content-Type: application/json\\r\\nContent-Length: %d\\r\\n\\r\\n%s" % (len(body), body))
+print(s.recv(200).decode(errors="replace").splitlines()[0])
+"""
 
-    return testinfra.get_host(
-        f"ansible://{name}",
-        ansible_inventory=request.config.getoption("ansible_inventory"),
-        ssh_identity_file=request.config.getoption("ssh_identity_file"),
-    )
+
+def _sessions(host, client_address: str, database: str) -> list[list[str]]:
+    """TLS state of the sessions of DATABASE's role from CLIENT_ADDRESS (polled up to 5 s)."""
+    sessions: list[list[str]] = []
+    for _ in range(20):
+        sessions = psql(host, (
+            "SELECT s.ssl, coalesce(s.version, '') FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)"  # noqa: S608
+            f" WHERE a.client_addr = '{client_address}' AND a.usename = '{database}'"))
+        if sessions:
+            break
+        time.sleep(0.25)
+    return sessions
 
 
 def test_app_hosts_reach_it_over_verified_tls_only(request, host, hostvars, pg, evidence):
@@ -230,7 +247,7 @@ def test_app_hosts_reach_it_over_verified_tls_only(request, host, hostvars, pg, 
     address, port, database = pg["private_address"], pg["port"], pg["databases"][0]
     assert address, "app hosts use this database, but postgresql_private_address is empty"
     for name, client_address in pg["client_addresses"].items():
-        client = _inventory_host(request, name)
+        client = inventory_host(request, name)
         plain = _root(client, (
             f"PGSSLMODE=disable PGCONNECT_TIMEOUT=5 psql -X -w -h {address} -p {port}"
             f" -U {database} -d {database} -c 'SELECT 1'"))
@@ -244,16 +261,27 @@ def test_app_hosts_reach_it_over_verified_tls_only(request, host, hostvars, pg, 
         umami_port = int(hostvars.get("umami_port", 3000))  # the same group variables on every host
         login = client.run(f"python3 -c {shlex.quote(LOGIN_ATTEMPT)} {umami_port}")
         assert login.stdout.strip() == "401", (login.stdout, login.stderr)
-        sessions: list[list[str]] = []
-        for _ in range(20):
-            sessions = psql(host, (
-                "SELECT s.ssl, coalesce(s.version, '') FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)"  # noqa: S608
-                f" WHERE a.client_addr = '{client_address}' AND a.usename = '{database}'"))
-            if sessions:
-                break
-            time.sleep(0.25)
+        sessions = _sessions(host, client_address, database)
         evidence("analytics.hardened", tier_client=name, plain_connection="refused",
                  server_certificate_verified=True, sessions_tls=[s[1] or "none" for s in sessions])
         assert sessions, f"no session of {database} from {name} ({client_address}) after its login attempt"
         for ssl, version in sessions:
             assert ssl == "t" and version in ("TLSv1.2", "TLSv1.3"), sessions
+        # The app's own database (portfolios, per-user limits), when that app host keeps them
+        # here: the app holds its connections open (a pool per worker) once it has served.
+        app_database = hostvars["hostvars"][name].get("app_database_name", "platform_app")
+        if app_database not in pg["databases"]:
+            continue
+        # A login attempt of a user that does not exist makes the app ask its limiter there
+        # (401); the check then lifts what the attempt counted.
+        try:
+            ping = client.run(f"python3 -c {shlex.quote(APP_LOGIN)} /run/platform/app.sock")
+            assert ping.stdout.startswith("HTTP/1.1 401"), (ping.stdout, ping.stderr)
+            app_sessions = _sessions(host, client_address, app_database)
+        finally:
+            reset_limits(client, "tls-probe")
+        evidence("analytics.hardened", tier_client=name, database=app_database,
+                 sessions_tls=[s[1] or "none" for s in app_sessions])
+        assert app_sessions, f"no session of {app_database} from {name} ({client_address}) after a request to its app"
+        for ssl, version in app_sessions:
+            assert ssl == "t" and version in ("TLSv1.2", "TLSv1.3"), app_sessions

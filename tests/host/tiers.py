@@ -30,3 +30,14 @@ def db_client_hosts(hostvars: dict) -> list[str]:
         return []
     local = set(groups.get("platform", [])) | set(groups.get("db", []))
     return [h for h in groups.get("app", []) if h not in local]
+
+
+def inventory_host(request, name: str):
+    """A testinfra host for another inventory host (checks that look at both ends of a link)."""
+    import testinfra
+
+    return testinfra.get_host(
+        f"ansible://{name}",
+        ansible_inventory=request.config.getoption("ansible_inventory"),
+        ssh_identity_file=request.config.getoption("ssh_identity_file"),
+    )

@@ -35,6 +35,11 @@ def test_app_host_connects_to_the_database_host_with_verify_full(tiers) -> None:
     db, app = tiers["tier-db"], tiers["tier-edge"]
     assert app["umami_database_host"] == db["ansible_host"]
     assert app["umami_database_ca_file"].endswith("/pki/ca.pem")
+    # The app's portfolios and limits: in its own database there, over verified TLS.
+    assert app["app_database_host"] == db["ansible_host"]
+    assert app["app_database_ca_file"].endswith("/pki/ca.pem")
+    assert [d["name"] for d in db["postgresql_databases"]] == ["umami", "platform_app"]
+    assert db["postgresql_databases"][1]["password"] == app["app_database_password"]
     assert app["postgresql_private_address"] == ""
     assert app["baseline_firewall_public_tcp_ports"] == [80, 443]
     assert app["baseline_firewall_restricted_tcp_ports"] == []
@@ -50,6 +55,8 @@ def test_single_host_lab_keeps_everything_on_loopback() -> None:
     web = HostVars(str(ROOT / "inventory/lab"), "lab-web")
     assert web["umami_database_host"] == "127.0.0.1"
     assert web["umami_database_ca_file"] == ""
+    assert web["app_database_host"] == ""  # portfolios as files, limits in SQLite on tmpfs
+    assert [d["name"] for d in web["postgresql_databases"]] == ["umami"]
     assert web["postgresql_private_address"] == ""
     assert web["postgresql_client_networks"] == []
     assert web["baseline_firewall_restricted_tcp_ports"] == []

@@ -16,7 +16,7 @@ A request with "pad": N gets the body {"notes": "x" * N} (built here: a large bo
 travels on a command line). "requests" run in order, then "repeat" COUNT times ({i} in the path is replaced by the
 index) on CONCURRENCY threads. With "reset", a 429 runs that command (which lifts the
 user's limits) and the request is sent again (up to RESET_TRIES times). Prints JSON: the login's status, and
-per request [status, Retry-After or null, first 200 bytes of the body], plus elapsed
+per request [status, Retry-After or null, first 200 bytes of the body (a request's "keep": N keeps N)], plus elapsed
 seconds of the repeat. Standard library only: the host needs nothing installed for it.
 """
 
@@ -72,17 +72,17 @@ def send(method: str, path: str, body=None, headers=None, keep: int = 200) -> li
 RESET_TRIES = 10
 
 
-def send_with_reset(method: str, path: str, body=None, headers=None) -> list:
+def send_with_reset(method: str, path: str, body=None, headers=None, keep: int = 200) -> list:
     """Send; on a 429 lift the limits and send again. On a busy host the other threads
     can use up the fresh burst before this one's resend goes out, so this tries up to
     RESET_TRIES times; a 429 that outlasts them all is returned as it is."""
-    result = send(method, path, body, headers)
+    result = send(method, path, body, headers, keep)
     tries = 0
     while result[0] == 429 and PLAN.get("reset") and tries < RESET_TRIES:
         tries += 1
         with _reset_lock:
             subprocess.run(PLAN["reset"], check=True, capture_output=True)  # noqa: S603
-        result = send(method, path, body, headers)
+        result = send(method, path, body, headers, keep)
     return result
 
 
@@ -97,7 +97,8 @@ if PLAN.get("login"):
 for item in PLAN.get("requests", []):
     body = {"notes": "x" * int(item["pad"])} if "pad" in item else item.get("body")
     out["results"].append(
-        send_with_reset(item.get("method", "GET"), item["path"], body, {**auth, **(item.get("headers") or {})})
+        send_with_reset(item.get("method", "GET"), item["path"], body, {**auth, **(item.get("headers") or {})},
+                        int(item.get("keep", 200)))
     )
 repeat = PLAN.get("repeat")
 if repeat:
