@@ -108,8 +108,8 @@ lab-down: ## Remove whichever lab runs (hosts and CA)
 	@for h in $(sort $(LAB_HOST) $(LAB_ALL_HOSTS)); do scripts/lab/host.sh down $$h; done; scripts/lab/ca.sh down; echo "lab removed"
 
 .PHONY: restore-drill
-restore-drill: ## Restore the latest lab snapshot into scratch space and prove it (checksums, row counts)
-	@INVENTORY=$(INVENTORY) scripts/restore-drill.sh
+restore-drill: ## Restore the latest snapshot of every tier host into scratch space and prove it (checksums, row counts); ARGS="-- --repo offsite"
+	@INVENTORY=$(INVENTORY) scripts/restore-drill.sh $(ARGS)
 
 .PHONY: umami-bundle
 umami-bundle: bootstrap ## Build (or reuse) the Umami bundle from npm (scripts/umami)

@@ -73,7 +73,7 @@ URLs     : http://127.0.0.1:8080/   (-> HTTPS)
            https://analytics.$domain:8443/         Umami (login admin, password in inventory/lab/group_vars/all/secrets-lab-analytics.yml)
            e.g. curl --cacert .lab/ca-root.pem --resolve www.$domain:8443:127.0.0.1 https://www.$domain:8443/healthz
 ssh      : ssh -i .lab/ssh/id_ed25519 root@$(lab_host_ip "$LAB_HOST")      (the other hosts by their addresses above)
-more     : make audit LAB=$LAB, make restore-drill, make benchmark, make lab-down
+more     : make audit LAB=$LAB, make restore-drill LAB=$LAB ARGS="-- --repo offsite", make benchmark, make lab-down
 =============================================
 TXT
 if [ "$verify_rc" -ne 0 ]; then
