@@ -8,7 +8,7 @@
 # exit status non-zero on any difference. The work is done on the host by
 # /usr/local/sbin/platform-backup drill (roles/backup), the same code ops run by hand.
 # Without HOST: the full platform, every host that carries a tier (groups platform, edge,
-# app, db: the database dumps on the db host, user data and configuration wherever they
+# app, analytics, db: the database dumps on the db host, user data and configuration wherever they
 # live), one after another, then one line per host.
 #   INVENTORY   inventory to read the hosts from (default inventory/lab)
 #   e.g. scripts/restore-drill.sh -- --repo offsite      # the whole platform from off-site
@@ -26,13 +26,13 @@ if [ ${#hosts[@]} -eq 0 ]; then
 import json, sys
 inv = json.load(sys.stdin)
 seen = []
-for group in ("platform", "edge", "app", "db"):
+for group in ("platform", "edge", "app", "analytics", "db"):
     for h in inv.get(group, {}).get("hosts", []):
         if h not in seen:
             seen.append(h)
 print("\n".join(seen))')
 fi
-[ ${#hosts[@]} -gt 0 ] || { echo "restore-drill: no host in groups platform, edge, app, db of $inventory" >&2; exit 2; }
+[ ${#hosts[@]} -gt 0 ] || { echo "restore-drill: no host in groups platform, edge, app, analytics, db of $inventory" >&2; exit 2; }
 
 drill() {  # HOST [drill options]: one host's drill over SSH, as the inventory reaches it
   local host=$1; shift

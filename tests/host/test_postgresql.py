@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from appsock import reset_limits
-from tiers import DB, db_client_hosts, inventory_host
+from tiers import DB, db_client_hosts, db_clients_by_tier, inventory_host
 
 from policy import require
 
@@ -47,7 +47,17 @@ def psql(host, sql: str, database: str = "postgres") -> list[list[str]]:
 @pytest.fixture(scope="module")
 def pg(hostvars) -> dict[str, Any]:
     clients = db_client_hosts(hostvars)
+    by_tier = db_clients_by_tier(hostvars)
+    others = hostvars["hostvars"]
+    # Which database each remote host may reach: its tier's own (the app's database from the
+    # app hosts, Umami's from the analytics hosts), never the other's.
+    allowed = sorted(
+        {(others[c].get("app_database_name", "platform_app"), others[c]["ansible_host"]) for c in by_tier["app"]}
+        | {(others[c].get("umami_database_name", "umami"), others[c]["ansible_host"]) for c in by_tier["analytics"]}
+    )
     return {
+        "by_tier": by_tier,
+        "allowed": allowed,
         # The app hosts that must reach this server over the network, and their addresses
         # (the inventory's topology: tests/host/tiers.py).
         "clients": clients,
@@ -111,9 +121,9 @@ def test_pg_hba_has_no_weak_methods(host, pg, evidence):
             assert pg["private_address"], f"{where}: remote rule without a private address"
             assert address in pg["client_addresses"].values(), f"{where}: hostssl from {address}"
             assert rule_masks.get(line) == "255.255.255.255", f"{where}: a range ({rule_masks.get(line)})"
-    remote = sorted({r[4] for r in rules if r[1] == "hostssl"})
-    evidence("analytics.hardened", pg_hba_remote_addresses=remote)
-    assert remote == sorted(pg["client_addresses"].values()), (remote, pg["client_addresses"])
+    remote = sorted({(r[2], r[4]) for r in rules if r[1] == "hostssl"})
+    evidence("analytics.hardened", pg_hba_remote=[f"{d} from {a}" for d, a in remote])
+    assert remote == pg["allowed"], f"hostssl (database, address) {remote}, the tiers want {pg['allowed']}"
 
 
 def test_rules_on_disk_are_loaded(host):
@@ -197,6 +207,8 @@ def test_tls_is_verifiable_against_the_private_ca(host, pg, evidence):
 
 # The CA file roles/umami installs on an app host with a remote database (roles/umami/vars).
 UMAMI_DATABASE_CA = "/etc/ssl/umami-database-ca.pem"
+# ... and roles/app's (vars/main.yml: /etc/ssl/<app_service_name>-database-ca.pem).
+APP_DATABASE_CA = "/etc/ssl/platform-database-ca.pem"
 # A login attempt on Umami's loopback port (never banned): Umami looks the user up.
 LOGIN_ATTEMPT = """
 import json, sys, urllib.error, urllib.request
@@ -244,10 +256,15 @@ def test_app_hosts_reach_it_over_verified_tls_only(request, host, hostvars, pg, 
     query) is encrypted, TLS 1.2 or 1.3 (pg_stat_ssl)."""
     if not pg["clients"]:
         pytest.skip("no app host uses this database over the network: PostgreSQL serves loopback only")
-    address, port, database = pg["private_address"], pg["port"], pg["databases"][0]
+    address, port = pg["private_address"], pg["port"]
     assert address, "app hosts use this database, but postgresql_private_address is empty"
     for name, client_address in pg["client_addresses"].items():
         client = inventory_host(request, name)
+        theirs = hostvars["hostvars"][name]
+        # The database of this host's tier (the first one it may reach) for the plain attempt.
+        database = next(d for d, a in pg["allowed"] if a == client_address)
+        # The CA this host's consumer verifies the server with (Umami's or the app's copy).
+        ca_file = UMAMI_DATABASE_CA if name in pg["by_tier"]["analytics"] else APP_DATABASE_CA
         plain = _root(client, (
             f"PGSSLMODE=disable PGCONNECT_TIMEOUT=5 psql -X -w -h {address} -p {port}"
             f" -U {database} -d {database} -c 'SELECT 1'"))
@@ -255,33 +272,32 @@ def test_app_hosts_reach_it_over_verified_tls_only(request, host, hostvars, pg, 
         assert "no pg_hba.conf entry" in plain.stderr and "no encryption" in plain.stderr, plain.stderr
         probe = _root(client, (
             f"openssl s_client -starttls postgres -connect {address}:{port} -brief -verify_return_error"
-            f" -CAfile {UMAMI_DATABASE_CA} -verify_ip {address} </dev/null 2>&1"))
+            f" -CAfile {ca_file} -verify_ip {address} </dev/null 2>&1"))
         assert "Verification: OK" in probe.stdout, probe.stdout[-1500:]
-        # Umami queries its database for a login attempt (refused: no such user).
-        umami_port = int(hostvars.get("umami_port", 3000))  # the same group variables on every host
-        login = client.run(f"python3 -c {shlex.quote(LOGIN_ATTEMPT)} {umami_port}")
-        assert login.stdout.strip() == "401", (login.stdout, login.stderr)
-        sessions = _sessions(host, client_address, database)
-        evidence("analytics.hardened", tier_client=name, plain_connection="refused",
-                 server_certificate_verified=True, sessions_tls=[s[1] or "none" for s in sessions])
-        assert sessions, f"no session of {database} from {name} ({client_address}) after its login attempt"
-        for ssl, version in sessions:
-            assert ssl == "t" and version in ("TLSv1.2", "TLSv1.3"), sessions
-        # The app's own database (portfolios, per-user limits), when that app host keeps them
-        # here: the app holds its connections open (a pool per worker) once it has served.
-        app_database = hostvars["hostvars"][name].get("app_database_name", "platform_app")
-        if app_database not in pg["databases"]:
-            continue
-        # A login attempt of a user that does not exist makes the app ask its limiter there
-        # (401); the check then lifts what the attempt counted.
-        try:
-            ping = client.run(f"python3 -c {shlex.quote(APP_LOGIN)} /run/platform/app.sock")
-            assert ping.stdout.startswith("HTTP/1.1 401"), (ping.stdout, ping.stderr)
-            app_sessions = _sessions(host, client_address, app_database)
-        finally:
-            reset_limits(client, "tls-probe")
-        evidence("analytics.hardened", tier_client=name, database=app_database,
-                 sessions_tls=[s[1] or "none" for s in app_sessions])
-        assert app_sessions, f"no session of {app_database} from {name} ({client_address}) after a request to its app"
-        for ssl, version in app_sessions:
-            assert ssl == "t" and version in ("TLSv1.2", "TLSv1.3"), app_sessions
+        evidence("analytics.hardened", tier_client=name, plain_connection="refused", server_certificate_verified=True)
+        if name in pg["by_tier"]["analytics"]:
+            # Umami queries its database for a login attempt (refused: no such user).
+            umami = theirs.get("umami_database_name", "umami")
+            umami_port = int(theirs.get("umami_port", 3000))
+            login = client.run(f"python3 -c {shlex.quote(LOGIN_ATTEMPT)} {umami_port}")
+            assert login.stdout.strip() == "401", (login.stdout, login.stderr)
+            _assert_tls_sessions(host, evidence, name, client_address, umami, "its login attempt")
+        if name in pg["by_tier"]["app"]:
+            # The app's own database (portfolios, per-user limits): a login attempt of a user
+            # that does not exist makes the app ask its limiter there (401); the check then
+            # lifts what the attempt counted.
+            app_database = theirs.get("app_database_name", "platform_app")
+            try:
+                ping = client.run(f"python3 -c {shlex.quote(APP_LOGIN)} /run/platform/app.sock")
+                assert ping.stdout.startswith("HTTP/1.1 401"), (ping.stdout, ping.stderr)
+                _assert_tls_sessions(host, evidence, name, client_address, app_database, "a request to its app")
+            finally:
+                reset_limits(client, "tls-probe")
+
+
+def _assert_tls_sessions(host, evidence, name: str, client_address: str, database: str, after: str) -> None:
+    sessions = _sessions(host, client_address, database)
+    evidence("analytics.hardened", tier_client=name, database=database, sessions_tls=[s[1] or "none" for s in sessions])
+    assert sessions, f"no session of {database} from {name} ({client_address}) after {after}"
+    for ssl, version in sessions:
+        assert ssl == "t" and version in ("TLSv1.2", "TLSv1.3"), sessions

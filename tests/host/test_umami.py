@@ -25,12 +25,12 @@ import uuid
 from typing import Any
 
 import pytest
-from tiers import APP
+from tiers import ANALYTICS
 
 from policy import require
 
 # The hosts these checks are about (tests/host/tiers.py).
-HOST_GROUPS = APP
+HOST_GROUPS = ANALYTICS
 
 TIMEOUT = 60
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"

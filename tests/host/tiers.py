@@ -1,6 +1,6 @@
 """Which inventory groups carry which tier (docs/tiers.md), for the check modules' HOST_GROUPS.
 
-A host in `platform` carries every tier; the groups `edge`, `app` and `db` split them across
+A host in `platform` carries every tier; the groups `edge`, `app`, `analytics` and `db` split them across
 hosts. tests/host/conftest.py runs a module only on the hosts of its HOST_GROUPS (the other
 hosts' checks are deselected, never counted as passed).
 """
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 EDGE = ("platform", "edge")
 APP = ("platform", "app")
+ANALYTICS = ("platform", "analytics")
 DB = ("platform", "db")
 # Every host that carries a tier of the platform (backups, the action of the host baseline).
-TIER_HOSTS = ("platform", "edge", "app", "db")
+TIER_HOSTS = ("platform", "edge", "app", "analytics", "db")
 # Every host the toolkit manages: the tiers and the off-site backup servers.
 MANAGED = TIER_HOSTS + ("backup_servers",)
 
@@ -21,15 +22,22 @@ def carries(hostvars: dict, tier: tuple[str, ...]) -> bool:
     return bool(set(hostvars.get("group_names", [])) & set(tier))
 
 
-def db_client_hosts(hostvars: dict) -> list[str]:
-    """The app hosts that use this database host over the network: every host of `app` that
-    runs no PostgreSQL of its own (neither in `platform` nor in `db`). The topology, not a
-    setting: pg_hba.conf and the firewall must let in exactly these and nobody else."""
+def db_clients_by_tier(hostvars: dict) -> dict[str, list[str]]:
+    """The hosts that use this database host over the network, per tier: every host of `app`
+    (the app's database) and of `analytics` (Umami's) that runs no PostgreSQL of its own
+    (neither in `platform` nor in `db`). The topology, not a setting: pg_hba.conf must let
+    each tier into its own database only, and the firewall exactly these hosts."""
     groups = hostvars.get("groups") or {}
     if hostvars.get("inventory_hostname") not in groups.get("db", []):
-        return []
+        return {"app": [], "analytics": []}
     local = set(groups.get("platform", [])) | set(groups.get("db", []))
-    return [h for h in groups.get("app", []) if h not in local]
+    return {tier: [h for h in groups.get(tier, []) if h not in local] for tier in ("app", "analytics")}
+
+
+def db_client_hosts(hostvars: dict) -> list[str]:
+    """Every host that uses this database host over the network (any tier)."""
+    by_tier = db_clients_by_tier(hostvars)
+    return list(dict.fromkeys(by_tier["app"] + by_tier["analytics"]))
 
 
 def inventory_host(request, name: str):

@@ -40,6 +40,8 @@ def test_app_host_connects_to_the_database_host_with_verify_full(tiers) -> None:
     assert app["app_database_ca_file"].endswith("/pki/ca.pem")
     assert [d["name"] for d in db["postgresql_databases"]] == ["umami", "platform_app"]
     assert db["postgresql_databases"][1]["password"] == app["app_database_password"]
+    # Each consumer from its own tier's hosts (tier-edge is in both the app and analytics tiers).
+    assert [d["client_networks"] for d in db["postgresql_databases"]] == [[f"{app['ansible_host']}/32"]] * 2
     assert app["postgresql_private_address"] == ""
     assert app["baseline_firewall_public_tcp_ports"] == [80, 443]
     assert app["baseline_firewall_restricted_tcp_ports"] == []
