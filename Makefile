@@ -150,5 +150,5 @@ collection-check: bootstrap ## Build the collection, install it offline, apply h
 test: lint unit sanity app-test collection-check molecule ## Lint, unit and app tests, the collection as a consumer uses it, every molecule scenario
 
 .PHONY: benchmark
-benchmark: bootstrap ## Converge timings on a fresh lab host (benchmarks/)
-	benchmarks/converge.sh
+benchmark: bootstrap ## Converge timings, fresh and idempotent, on new lab hosts (LAB=tiers: the tiered layout; benchmarks/)
+	benchmarks/converge.sh $(LAB_IMAGE) $(LAB)
