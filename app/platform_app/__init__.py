@@ -1,3 +1,3 @@
 """Reference FastAPI application deployed by the lab."""
 
-__version__ = "1.2.0"
+__version__ = "1.2.1"

@@ -30,6 +30,8 @@ INTEGER_SETTINGS: dict[str, tuple[int, int, int]] = {
     "PLATFORM_LOGIN_FAILURE_WINDOW_SECONDS": (86_400, 60, 30 * 86_400),
     "PLATFORM_PORTFOLIO_MAX_COUNT": (100, 1, 100_000),
     "PLATFORM_PORTFOLIO_MAX_BYTES": (256 * 1024, 1024, 64 * 1024 * 1024),
+    # How long a starting app waits for its database before it exits 69 (see main.py).
+    "PLATFORM_DATABASE_STARTUP_WAIT_SECONDS": (20, 0, 300),
 }
 
 
@@ -72,6 +74,7 @@ class Settings:
     # PostgreSQL for portfolios and limits (shared by app hosts); None: files and SQLite.
     database_url: str | None = None
     database_password: str | None = field(default=None, repr=False)
+    database_startup_wait: int = 20
     # Not from the environment: the page promises cost 12; nothing can lower it.
     bcrypt_min_cost: int = MIN_COST
 
@@ -278,4 +281,5 @@ def load_settings(
         portfolio_max_bytes=_integer(env, "PLATFORM_PORTFOLIO_MAX_BYTES"),
         database_url=database_url,
         database_password=database_password,
+        database_startup_wait=_integer(env, "PLATFORM_DATABASE_STARTUP_WAIT_SECONDS"),
     )

@@ -15,8 +15,10 @@ database as ``user@host:port/dbname``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +28,8 @@ import psycopg.conninfo
 from psycopg_pool import ConnectionPool
 
 from platform_app.config import ConfigError
+
+logger = logging.getLogger(__name__)
 
 # Per process: a uvicorn worker serves a request on a thread of its own, and a request
 # makes one short transaction at a time (two workers on two hosts: 16 connections at most).
@@ -150,12 +154,29 @@ class Database:
         except psycopg.Error as exc:
             raise DatabaseUnavailable(f"database {self.where}: {_one_line(exc)}") from None
 
-    def create_schema(self) -> None:
-        """Create the missing tables, at startup. Under an advisory lock: workers and hosts
-        starting at once would otherwise race on the catalog (two concurrent ``CREATE TABLE
-        IF NOT EXISTS`` can fail with a duplicate key in pg_type). The app's role must be
-        allowed to create tables: it owns its database (on PostgreSQL 15 and later, only the
-        database owner may create in schema public)."""
+    def create_schema(self, wait: float = 0) -> None:
+        """Create the missing tables, at startup, waiting up to ``wait`` seconds for a
+        database that does not answer yet. Why wait here rather than exit at once: systemd
+        restarts the unit (exit 69) at most app_start_limit_burst times per interval and then
+        gives up, so a database down for longer than a few quick restarts would leave the app
+        down after the database is back; a start that waits 20 s stays under that limit.
+
+        Under an advisory lock: workers and hosts starting at once would otherwise race on the
+        catalog (two concurrent ``CREATE TABLE IF NOT EXISTS`` can fail with a duplicate key in
+        pg_type). The app's role must be allowed to create tables: it owns its database (on
+        PostgreSQL 15 and later, only the database owner may create in schema public)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self._create_schema()
+                return
+            except DatabaseUnavailable as exc:
+                if time.monotonic() + 1 > deadline:
+                    raise
+                logger.warning("%s; trying again", exc)
+                time.sleep(1)
+
+    def _create_schema(self) -> None:
         try:
             # Its own connection, not the pool's: a refusal shows libpq's reason, not a timeout.
             with psycopg.connect(self.url, **self._connect_kwargs()) as conn, conn.transaction():

@@ -51,7 +51,7 @@ def _stores(settings: Settings) -> tuple[Portfolios, Limits]:
     from platform_app.portfolios_pg import PgPortfolioStore
 
     database = Database(settings.database_url, settings.database_password)
-    database.create_schema()
+    database.create_schema(wait=settings.database_startup_wait)
     return (
         PgPortfolioStore(database, settings.portfolio_max_count, settings.portfolio_max_bytes),
         PgLimitStore(database, failure_window=settings.login_policy.failure_window),

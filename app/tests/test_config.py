@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -235,10 +236,30 @@ def test_app_with_an_unreachable_database_exits_for_systemd_to_retry(
     env["PLATFORM_USERS_FILE"] = _users_file(tmp_path, users_document_cost12)
     env["PLATFORM_DATABASE_URL"] = "postgresql://platform_app@127.0.0.1:1/platform_app"
     env["PLATFORM_DATABASE_PASSWORD"] = DB_PASSWORD
+    env["PLATFORM_DATABASE_STARTUP_WAIT_SECONDS"] = "0"
     result = _run_app_import(env)
     assert result.returncode == 69, result.stderr
     assert "cannot start now: database platform_app@127.0.0.1:1/platform_app:" in result.stderr
     assert "Traceback" not in result.stderr
+    assert DB_PASSWORD not in result.stderr + result.stdout
+
+
+def test_app_waits_for_its_database_before_giving_up(
+    env: dict[str, str], tmp_path: Path, users_document_cost12: dict
+) -> None:
+    """A database that is not there yet: the app tries again for
+    PLATFORM_DATABASE_STARTUP_WAIT_SECONDS (a few quick exits would use up systemd's start
+    limit and leave the app down once the database is back), then exits 69."""
+    env["PLATFORM_USERS_FILE"] = _users_file(tmp_path, users_document_cost12)
+    env["PLATFORM_DATABASE_URL"] = "postgresql://platform_app@127.0.0.1:1/platform_app"
+    env["PLATFORM_DATABASE_PASSWORD"] = DB_PASSWORD
+    env["PLATFORM_DATABASE_STARTUP_WAIT_SECONDS"] = "3"
+    started = time.monotonic()
+    result = _run_app_import(env)
+    waited = time.monotonic() - started
+    assert result.returncode == 69, result.stderr
+    assert waited >= 2, f"gave up after {waited:.1f} s"
+    assert result.stderr.count("trying again") >= 2, result.stderr
     assert DB_PASSWORD not in result.stderr + result.stdout
 
 

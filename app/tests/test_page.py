@@ -13,7 +13,7 @@ def test_healthz_needs_no_auth_and_reports_version(client: TestClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "version": __version__}
-    assert __version__ == "1.2.0"
+    assert __version__ == "1.2.1"
 
 
 def test_index_without_tracker(client: TestClient) -> None:
