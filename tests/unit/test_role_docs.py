@@ -54,3 +54,22 @@ def test_readme_lists_every_tag() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = sorted(tag for tag in _tags() if tag != "always" and f"`{tag}`" not in readme)
     assert not missing, f"README.md does not list these tags: {missing}"
+
+
+def _descriptions(options: dict) -> list[tuple[str, str]]:
+    found = []
+    for name, option in options.items():
+        text = option.get("description", "")
+        found += [(name, line) for line in ([text] if isinstance(text, str) else text)]
+        found += _descriptions(option.get("options") or {})
+    return found
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_no_description_holds_a_template(role: Path) -> None:
+    """Ansible templates the argument spec when it validates a play's variables: a "{{ x }}"
+    in a description fails every play whose inventory lacks x (a bare inventory did, with
+    'pki_ca_dir' is undefined, in test_app_generic)."""
+    options = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    templated = [name for name, text in _descriptions(options) if "{{" in text or "{%" in text]
+    assert not templated, f"{role.name}: descriptions with Jinja: {templated}"
