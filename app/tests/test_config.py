@@ -86,10 +86,12 @@ def test_bad_users_file(tmp_path: Path, document: object) -> None:
         UserStore.from_file(path)
 
 
-def _run_app_import(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _run_app_import(
+    env: dict[str, str], code: str = "import platform_app.main"
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PLATFORM_", "STATE_"))}
     return subprocess.run(
-        [sys.executable, "-c", "import platform_app.main"],
+        [sys.executable, "-c", code],
         cwd=APP_DIR,
         env={**clean, **env},
         capture_output=True,
@@ -268,15 +270,6 @@ def test_the_file_stores_do_not_need_psycopg(
 ) -> None:
     """A host without a database needs no libpq: psycopg is imported only with one."""
     env["PLATFORM_USERS_FILE"] = _users_file(tmp_path, users_document_cost12)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PLATFORM_", "STATE_"))}
     code = "import sys, platform_app.main; sys.exit('psycopg' in sys.modules)"
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=APP_DIR,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _run_app_import(env, code)
     assert result.returncode == 0, result.stderr
