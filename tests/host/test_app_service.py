@@ -323,10 +323,16 @@ def test_actions_on_loopback_reach_the_jsonl_file(host, hostvars, account):
         "token = json.loads(data)['access_token']\n"
         f"status, _ = call('PUT', '/api/portfolios/{user}/{marker}', b'{{\"AAPL\": 1}}',\n"
         "    {'Content-Type': 'application/json', 'Authorization': 'Bearer ' + token})\n"
-        "print(status)\n"
+        # Nothing left behind: the record is written by then, the portfolio goes at once.
+        f"gone, _ = call('DELETE', '/api/portfolios/{user}/{marker}', b'',\n"
+        "    {'Authorization': 'Bearer ' + token})\n"
+        "print(status, gone)\n"
     )
     out = host.run(f"python3 - <<'EOF'\n{script}EOF")
-    assert out.rc == 0 and out.stdout.strip() in ("200", "201"), out.stderr
+    assert out.rc == 0, out.stderr
+    written_status, deleted_status = out.stdout.split()
+    assert written_status in ("200", "201"), out.stdout
+    assert deleted_status in ("200", "204"), f"the probe's portfolio {marker} was not deleted: {out.stdout}"
 
     def written():
         return [
