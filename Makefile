@@ -11,13 +11,13 @@ export PY_COLORS ?= $(if $(CI),0,1)
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 # Which lab `make demo` and `make lab-up` bring up: `single` (lab-web carries every tier,
-# inventory/lab) or `tiers` (inventory/tiers: tier-edge carries the edge and app tiers,
-# tier-db the database tier; docs/tiers.md). `make lab-down` removes either.
+# inventory/lab) or `tiers` (inventory/tiers: tier-edge the edge and analytics, tier-app1
+# and tier-app2 the app, tier-db the database; docs/tiers.md). `make lab-down` removes either.
 LAB ?= single
 ifeq ($(LAB),tiers)
 LAB_INVENTORY := inventory/tiers
 LAB_HOST ?= tier-edge
-LAB_OTHER_HOSTS := tier-db lab-backup
+LAB_OTHER_HOSTS := tier-app1 tier-app2 tier-db lab-backup
 else ifeq ($(LAB),single)
 LAB_INVENTORY := inventory/lab
 LAB_OTHER_HOSTS := lab-backup
@@ -25,7 +25,7 @@ else
 $(error LAB=$(LAB): use LAB=single or LAB=tiers)
 endif
 # Every host either lab may run (`make lab-down`).
-LAB_ALL_HOSTS := lab-web tier-edge tier-db lab-backup
+LAB_ALL_HOSTS := lab-web tier-edge tier-app1 tier-app2 tier-db lab-backup
 
 # What to converge or verify: the lab by default, e.g. INVENTORY=inventory/production.
 INVENTORY ?= $(LAB_INVENTORY)
@@ -94,7 +94,7 @@ images: bootstrap ## Build (or reuse) the lab images
 	@for i in ubuntu2404 debian13 debian12 ca; do scripts/lab/build-image.sh $$i; done
 
 .PHONY: lab-up
-lab-up: bootstrap ## Start the CA, lab-web (LAB_IMAGE; ports 127.0.0.1:8080->80, :8443->443) and lab-backup; LAB=tiers: tier-edge, tier-db, lab-backup
+lab-up: bootstrap ## Start the CA, lab-web (LAB_IMAGE; ports 127.0.0.1:8080->80, :8443->443) and lab-backup; LAB=tiers: tier-edge, tier-app1, tier-app2, tier-db, lab-backup
 	@scripts/lab/host.sh up $(LAB_HOST) $(LAB_IMAGE) -- -p 127.0.0.1:8080:80 -p 127.0.0.1:8443:443
 	@for h in $(LAB_OTHER_HOSTS); do scripts/lab/host.sh up $$h $(LAB_IMAGE); done
 

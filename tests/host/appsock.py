@@ -20,11 +20,19 @@ def endpoint(host) -> str:
     return f"unix:{where}" if where.startswith("/") else f"tcp:{where}"
 
 
-def app_site(host, sites: list[dict]) -> str:
-    """The public name of the nginx site that proxies to the app's socket (as systemd has it)."""
+def app_site(host, sites: list[dict], hostvars=None) -> str:
+    """The public name of the nginx site that proxies to the app's socket (as systemd has it),
+    or, for an app host behind an edge, the edge's site whose app hosts include this host's
+    private listener (the host's own nginx, which proxies from there to the socket)."""
     kind, _, where = endpoint(host).partition(":")
     target = f"http://unix:{where}" if kind == "unix" else f":{where.rpartition(':')[2]}"
     names = [s["server_names"][0] for s in sites if str(s.get("upstream", "")).rstrip("/").endswith(target)]
+    private = [
+        f"{('[' + p['listen'] + ']') if ':' in p['listen'] else p['listen']}:{p.get('port', 8443)}"
+        for p in (hostvars or {}).get("nginx_private_sites", [])
+        if str(p.get("upstream", "")).rstrip("/").endswith(target)
+    ]
+    names += [s["server_names"][0] for s in sites if set(private) & set(s.get("upstream_servers") or [])]
     assert names, f"no nginx site proxies to the app's socket {where}"
     return names[0]
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tiers
 from hostvars import HostVars
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -187,15 +188,31 @@ def _probe_source(module: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def probe(request, hostvars, ca_bundle) -> Probe:
-    address = hostvars.get("ansible_host") or hostvars["inventory_hostname"]
+def edge_vars(request, hostvars) -> Mapping[str, Any]:
+    """The variables of the host whose public sites carry this host's app: this host, or
+    the edge in front of an app host that serves no public site (tiers.public_edge)."""
+    name = tiers.public_edge(hostvars)
+    if name == hostvars["inventory_hostname"]:
+        return hostvars
+    inventory = request.config.getoption("ansible_inventory")
+    key = f"{inventory}#{name}"
+    if key not in _VARS_CACHE:
+        _VARS_CACHE[key] = HostVars(inventory, name)
+    return _VARS_CACHE[key]
+
+
+@pytest.fixture(scope="module")
+def probe(request, edge_vars, ca_bundle) -> Probe:
+    """HTTPS from outside (the controller) to this host's public sites: the host itself, or
+    for an app host behind an edge, that edge (the only public way to the app)."""
+    address = edge_vars.get("ansible_host") or edge_vars["inventory_hostname"]
     return Probe(address, ca_bundle, _probe_source(request.module.__name__))
 
 
 @pytest.fixture(scope="module")
-def sites(hostvars) -> list[dict]:
-    """The sites of the TLS edge on this host (nginx_sites, templated)."""
-    return hostvars.get("nginx_sites", [])
+def sites(edge_vars) -> list[dict]:
+    """The public sites in front of this host (nginx_sites of the host, or of its edge)."""
+    return edge_vars.get("nginx_sites", [])
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from appsock import (
     run_plan,
     wait,
 )
-from tiers import APP, inventory_host
+from tiers import APP, app_hosts_behind, inventory_host
 
 from policy import require
 
@@ -45,8 +45,8 @@ HOST_GROUPS = APP
 
 
 @pytest.fixture(scope="module")
-def site(host, sites) -> str:
-    return app_site(host, sites)
+def site(host, sites, hostvars) -> str:
+    return app_site(host, sites, hostvars)
 
 
 def _request(probe, site, path, **kwargs):
@@ -321,19 +321,24 @@ def test_only_the_proxy_can_connect_to_the_app(host, evidence):
 
 
 @pytest.mark.claim("proxy.app_port_private", "actionlog")
-def test_forged_forwarded_for_through_the_edge_is_ignored(probe, site, account, host, evidence):
+def test_forged_forwarded_for_through_the_edge_is_ignored(probe, site, account, host, hostvars, request, evidence):
     """A client that sends its own X-Forwarded-For through nginx is recorded (and throttled)
-    under its real address: nginx overwrites the header, and nobody else reaches the app."""
+    under its real address: nginx overwrites the header, and nobody else reaches the app.
+    Behind an edge that balances across app hosts, the record is on whichever host served
+    the request: every one of them is searched."""
     _, token = _token(probe, site, account, "app_user")
     marker = f"xff-{uuid.uuid4().hex[:8]}"
     resp = _request(probe, site, f"/api/portfolios/audit-nobody/{marker}",
                     headers={**token, "X-Forwarded-For": "203.0.113.66", "X-Real-IP": "203.0.113.66"})  # fmt: skip
     assert resp.status == 403
     logdir = actionlog_dir(host)
+    me = hostvars["inventory_hostname"]
+    serving = [host if name == me else inventory_host(request, name) for name in app_hosts_behind(hostvars)]
 
     def record():
-        out = host.check_output(f"grep -hF '{marker}' {logdir}/actions-*.jsonl || true")
-        return [json.loads(line) for line in out.splitlines()]
+        out = "".join(h.check_output(f"grep -hF '{marker}' {logdir}/actions-*.jsonl || true") + "\n"
+                      for h in serving)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     found = wait(record, timeout=30)
     evidence("proxy.app_port_private", forged="203.0.113.66", recorded_ip=found[0]["ip"] if found else None,

@@ -53,6 +53,9 @@ def _site(hostvars, port_var: str, default: int, socket_var: str | None = None) 
         upstream = str(site.get("upstream", "")).rstrip("/")
         if upstream.endswith(f":{port}") or (sock and upstream == f"http://unix:{sock}"):
             return site["server_names"][0]
+        # An edge in front of app hosts: its app site balances across their private listeners.
+        if socket_var and site.get("upstream_servers"):
+            return site["server_names"][0]
     return None
 
 

@@ -120,9 +120,18 @@ def _wait_until_served(probe, name: str, seconds: float = 120) -> None:
 @pytest.mark.claim("headers.security", "tls.hsts")
 @pytest.mark.disruptive(reason="stops each site's upstream service to get a 502")
 def test_headers_on_bad_gateway(probe, host, sites, evidence):
-    """With the upstream down, nginx answers 502 with its own page, still with every header."""
+    """With the upstream down, nginx answers 502 with its own page, still with every header.
+
+    A site whose app runs on other hosts (upstream_servers) is not taken down here: the checks
+    of those hosts run at the same time and go through this edge. The error pages are the
+    same configuration for every site; the check reports itself skipped, naming that site,
+    after the sites it could test have passed."""
+    remote = []
     for site in sites:
         name = site["server_names"][0]
+        if site.get("upstream_servers"):
+            remote.append(name)
+            continue
         units = _upstream_units(host, site["upstream"])
         try:
             if units:
@@ -136,6 +145,9 @@ def test_headers_on_bad_gateway(probe, host, sites, evidence):
         assert resp.status == 502, f"{name}: {resp.status} (upstream units stopped: {units})"
         assert b"temporarily unavailable" in resp.body
         _assert_policy_headers(resp.header, f"{name} 502")
+    if remote:
+        pytest.skip(f"not taken down: {', '.join(remote)} (its app hosts' checks use it meanwhile); "
+                    f"{len(sites) - len(remote)} other site(s) passed")
 
 
 @pytest.mark.claim("headers.security")

@@ -40,6 +40,31 @@ def db_client_hosts(hostvars: dict) -> list[str]:
     return list(dict.fromkeys(by_tier["app"] + by_tier["analytics"]))
 
 
+def public_edge(hostvars: dict) -> str:
+    """The inventory host whose public sites carry this host's app: the host itself when it
+    serves public sites (a `platform` host, an edge), else the first edge (an app host behind
+    edges on other hosts, reached only over the private link). Checks that probe the app
+    from outside go there."""
+    groups = hostvars.get("groups") or {}
+    me = hostvars.get("inventory_hostname")
+    if hostvars.get("nginx_sites") or me not in groups.get("app", []) or not groups.get("edge"):
+        return me
+    return groups["edge"][0]
+
+
+def app_hosts_behind(hostvars: dict) -> list[str]:
+    """The app hosts that serve the requests this host's app site receives: the host itself
+    on one host; every app host that is not an edge when the app runs behind edges (the
+    edge balances across them, so a request's records may be on any of them)."""
+    groups = hostvars.get("groups") or {}
+    me = hostvars.get("inventory_hostname")
+    edges = set(groups.get("edge", [])) | set(groups.get("platform", []))
+    remote = [h for h in groups.get("app", []) if h not in edges]
+    if me in remote or (me in groups.get("edge", []) and remote):
+        return remote
+    return [me]
+
+
 def inventory_host(request, name: str):
     """A testinfra host for another inventory host (checks that look at both ends of a link)."""
     import testinfra

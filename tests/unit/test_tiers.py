@@ -18,39 +18,69 @@ from hostvars import HostVars  # noqa: E402  (tests/host/hostvars.py: the variab
 
 @pytest.fixture(scope="module")
 def tiers():
-    return {h: HostVars(str(ROOT / "inventory/tiers"), h) for h in ("tier-edge", "tier-db", "lab-backup")}
+    return {h: HostVars(str(ROOT / "inventory/tiers"), h)
+            for h in ("tier-edge", "tier-app1", "tier-app2", "tier-db", "lab-backup")}
+
+
+def _address(tiers, *names) -> list[str]:
+    return [tiers[n]["ansible_host"] for n in names]
 
 
 def test_database_host_serves_its_app_hosts_only(tiers) -> None:
-    db, app = tiers["tier-db"], tiers["tier-edge"]
+    db = tiers["tier-db"]
+    clients = _address(tiers, "tier-app1", "tier-app2", "tier-edge")
     assert db["postgresql_private_address"] == db["ansible_host"]
-    assert db["postgresql_client_networks"] == [f"{app['ansible_host']}/32"]
+    assert sorted(db["postgresql_client_networks"]) == sorted(f"{a}/32" for a in clients)
     assert db["ansible_host"] in db["postgresql_tls_names"]
     assert db["baseline_firewall_public_tcp_ports"] == []
-    assert db["baseline_firewall_restricted_tcp_ports"] == [{"port": 5432, "sources": [app["ansible_host"]]}]
+    assert [(r["port"], sorted(r["sources"])) for r in db["baseline_firewall_restricted_tcp_ports"]] == [
+        (5432, sorted(clients))]
     assert db["backup_postgresql_enabled"] is True
 
 
-def test_app_host_connects_to_the_database_host_with_verify_full(tiers) -> None:
-    db, app = tiers["tier-db"], tiers["tier-edge"]
-    assert app["umami_database_host"] == db["ansible_host"]
-    assert app["umami_database_ca_file"].endswith("/pki/ca.pem")
-    # The app's portfolios and limits: in its own database there, over verified TLS.
-    assert app["app_database_host"] == db["ansible_host"]
-    assert app["app_database_ca_file"].endswith("/pki/ca.pem")
+def test_app_hosts_connect_to_the_database_host_with_verify_full(tiers) -> None:
+    db, edge = tiers["tier-db"], tiers["tier-edge"]
+    # Umami on the edge (the analytics tier), in its database on tier-db over verified TLS.
+    assert edge["umami_database_host"] == db["ansible_host"]
+    assert edge["umami_database_ca_file"].endswith("/pki/ca.pem")
     assert [d["name"] for d in db["postgresql_databases"]] == ["umami", "platform_app"]
-    assert db["postgresql_databases"][1]["password"] == app["app_database_password"]
-    # Each consumer from its own tier's hosts (tier-edge is in both the app and analytics tiers).
-    assert [d["client_networks"] for d in db["postgresql_databases"]] == [[f"{app['ansible_host']}/32"]] * 2
-    assert app["postgresql_private_address"] == ""
-    assert app["baseline_firewall_public_tcp_ports"] == [80, 443]
-    assert app["baseline_firewall_restricted_tcp_ports"] == []
-    assert app["backup_postgresql_enabled"] is False
+    # Each consumer from its own tier's hosts: Umami's from the edge, the app's from the app hosts.
+    assert [sorted(d["client_networks"]) for d in db["postgresql_databases"]] == [
+        [f"{edge['ansible_host']}/32"], sorted(f"{a}/32" for a in _address(tiers, "tier-app1", "tier-app2"))]
+    for name in ("tier-app1", "tier-app2"):
+        app = tiers[name]
+        assert app["app_database_host"] == db["ansible_host"]
+        assert app["app_database_ca_file"].endswith("/pki/ca.pem")
+        assert db["postgresql_databases"][1]["password"] == app["app_database_password"]
+        assert app["postgresql_private_address"] == ""
+        assert app["backup_postgresql_enabled"] is False
+
+
+def test_edge_balances_across_the_app_hosts_over_mutual_tls(tiers) -> None:
+    edge = tiers["tier-edge"]
+    site = {s["name"]: s for s in edge["nginx_sites"]}["app"]
+    assert site["upstream"] == ""
+    assert site["upstream_servers"] == [f"{a}:8443" for a in _address(tiers, "tier-app1", "tier-app2")]
+    assert edge["nginx_private_sites"] == []
+    assert edge["baseline_firewall_public_tcp_ports"] == [80, 443]
+    assert edge["baseline_firewall_restricted_tcp_ports"] == []
+
+
+def test_app_hosts_listen_for_the_edge_only(tiers) -> None:
+    edge_address = tiers["tier-edge"]["ansible_host"]
+    for name in ("tier-app1", "tier-app2"):
+        app = tiers[name]
+        assert app["nginx_sites"] == []  # no public site
+        assert app["nginx_private_sites"] == [{
+            "name": "app", "listen": app["ansible_host"], "port": 8443,
+            "upstream": "http://unix:/run/platform/app.sock", "allow": [edge_address]}]
+        assert app["baseline_firewall_public_tcp_ports"] == []
+        assert app["baseline_firewall_restricted_tcp_ports"] == [{"port": 8443, "sources": [edge_address]}]
 
 
 def test_backup_server_lets_every_tier_host_in(tiers) -> None:
     sources = tiers["lab-backup"]["baseline_firewall_restricted_tcp_ports"][0]["sources"]
-    assert sorted(sources) == sorted([tiers["tier-edge"]["ansible_host"], tiers["tier-db"]["ansible_host"]])
+    assert sorted(sources) == sorted(_address(tiers, "tier-edge", "tier-app1", "tier-app2", "tier-db"))
 
 
 def test_single_host_lab_keeps_everything_on_loopback() -> None:
@@ -63,3 +93,5 @@ def test_single_host_lab_keeps_everything_on_loopback() -> None:
     assert web["postgresql_client_networks"] == []
     assert web["baseline_firewall_restricted_tcp_ports"] == []
     assert web["backup_postgresql_enabled"] is True
+    assert web["nginx_private_sites"] == []
+    assert {s["name"]: s for s in web["nginx_sites"]}["app"]["upstream"] == "http://unix:/run/platform/app.sock"
