@@ -26,7 +26,8 @@ def app_site(host, sites: list[dict], hostvars=None) -> str:
     private listener (the host's own nginx, which proxies from there to the socket)."""
     kind, _, where = endpoint(host).partition(":")
     target = f"http://unix:{where}" if kind == "unix" else f":{where.rpartition(':')[2]}"
-    names = [s["server_names"][0] for s in sites if str(s.get("upstream", "")).rstrip("/").endswith(target)]
+    names = [s["server_names"][0] for s in sites
+             if str(s.get("upstream", "")).rstrip("/").endswith(target) or f"{target}:" in str(s.get("upstream", ""))]
     private = [
         f"{('[' + p['listen'] + ']') if ':' in p['listen'] else p['listen']}:{p.get('port', 8443)}"
         for p in (hostvars or {}).get("nginx_private_sites", [])

@@ -32,7 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from tiers import APP
+from appsock import app_site
+from tiers import APP, app_hosts_behind, inventory_host
 
 from policy import require
 
@@ -397,14 +398,10 @@ def test_failing_release_leaves_the_previous_one_serving(host, hostvars, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def site(host, sites) -> str:
-    """The public name of the site nginx proxies to the app (the inventory's nginx_sites)."""
-    listen = _app_listen(host)
-    target = f"unix:{listen}" if listen.startswith("/") else f":{listen.rpartition(':')[2]}"
-    names = [s["server_names"][0] for s in sites
-             if str(s.get("upstream", "")).rstrip("/").endswith(target) or f"{target}:" in str(s.get("upstream", ""))]
-    assert names, f"no nginx site proxies to the app's socket {listen}"
-    return names[0]
+def site(host, sites, hostvars) -> str:
+    """The public name of the site nginx proxies to the app (the inventory's nginx_sites, or
+    its edge's for an app host behind an edge)."""
+    return app_site(host, sites, hostvars)
 
 
 def _request(probe, site, path, **kwargs):
@@ -581,13 +578,17 @@ def test_traversal_refused(probe, site, user_token, other_user, template, eviden
 
 @pytest.mark.claim("actionlog")
 def test_actions_through_nginx_appear_in_the_jsonl_file(host, hostvars, probe, site, user_token, admin_token,
-                                                         other_user, evidence):
+                                                         other_user, request, evidence):
+    """Behind an edge that balances across app hosts, each request's record is on the host
+    that served it: the action logs of all of them are read."""
     admin, user = admin_token[0], user_token[0]
     assert _request(probe, site, "/api/admin/actions?limit=7", headers=_bearer(admin_token[1])).status == 200
     assert _request(probe, site, f"/api/portfolios/{other_user}/main", headers=_bearer(user_token[1])).status == 403
+    me = hostvars["inventory_hostname"]
+    serving = [host if name == me else inventory_host(request, name) for name in app_hosts_behind(hostvars)]
 
     def seen():
-        records = _action_lines(host, hostvars)
+        records = [r for h in serving for r in _action_lines(h, hostvars)]
         admin_view = [r for r in records if r["op"] == "admin_view" and r["details"].get("limit") == 7]
         denied = [r for r in records if r["op"] == "access_denied" and r["user"] == user
                   and r["details"].get("owner") == other_user]

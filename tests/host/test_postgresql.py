@@ -248,6 +248,22 @@ def _sessions(host, client_address: str, database: str) -> list[list[str]]:
     return sessions
 
 
+# A PostgreSQL startup message without TLS (protocol 3.0); prints the server's error message,
+# or "asked for a password" when it went on to authentication.
+PLAIN_STARTUP = """
+import socket, struct, sys
+host, port, user, database = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+params = b"user\\0" + user.encode() + b"\\0database\\0" + database.encode() + b"\\0\\0"
+with socket.create_connection((host, port), timeout=5) as s:
+    s.sendall(struct.pack("!II", 8 + len(params), 196608) + params)
+    data = s.recv(65536)
+if data[:1] == b"E":
+    print(" ".join(f[1:].decode() for f in data[5:].split(b"\\0") if f[:1] == b"M"))
+else:
+    print("asked for a password" if data[:1] == b"R" else repr(data[:40]))
+"""
+
+
 def test_app_hosts_reach_it_over_verified_tls_only(request, host, hostvars, pg, evidence):
     """Database traffic between tiers (docs/tiers.md), seen from both ends. From each app
     host: a connection without TLS is refused before any password is asked, and the server
@@ -265,11 +281,11 @@ def test_app_hosts_reach_it_over_verified_tls_only(request, host, hostvars, pg, 
         database = next(d for d, a in pg["allowed"] if a == client_address)
         # The CA this host's consumer verifies the server with (Umami's or the app's copy).
         ca_file = UMAMI_DATABASE_CA if name in pg["by_tier"]["analytics"] else APP_DATABASE_CA
-        plain = _root(client, (
-            f"PGSSLMODE=disable PGCONNECT_TIMEOUT=5 psql -X -w -h {address} -p {port}"
-            f" -U {database} -d {database} -c 'SELECT 1'"))
-        assert plain.rc != 0
-        assert "no pg_hba.conf entry" in plain.stderr and "no encryption" in plain.stderr, plain.stderr
+        # A plain startup message (no SSLRequest first), in Python's standard library: an app
+        # host has no psql. The server must refuse it before it asks for a password.
+        plain = client.run(f"python3 -c {shlex.quote(PLAIN_STARTUP)} {address} {port} {database} {database}")
+        assert plain.rc == 0, plain.stderr[-500:]
+        assert "no pg_hba.conf entry" in plain.stdout and "no encryption" in plain.stdout, plain.stdout
         probe = _root(client, (
             f"openssl s_client -starttls postgres -connect {address}:{port} -brief -verify_return_error"
             f" -CAfile {ca_file} -verify_ip {address} </dev/null 2>&1"))

@@ -92,6 +92,7 @@ def test_certbot_renews_inside_its_sandbox(host, hostvars, evidence):
         f" --no-random-sleep-on-renew --server {server}\n"
     )
     with host.sudo():
+        lineages = int(host.check_output("ls /etc/letsencrypt/renewal/*.conf 2>/dev/null | wc -l"))
         before = host.check_output("systemctl show nginx -p MainPID -p ExecMainStartTimestamp")
         since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
         try:
@@ -110,6 +111,12 @@ def test_certbot_renews_inside_its_sandbox(host, hostvars, evidence):
         active = host.service("nginx").is_running
     evidence("host.sandbox", unit="certbot.service", renewal_dry_run=result, nginx_reloaded="Reload" in reloads)
     assert run.rc == 0 and result == "success", log[-3000:]
+    if lineages == 0:
+        # An app host behind an edge serves no public site: certbot.timer still runs certbot
+        # here, and it must not fail in its sandbox (it did: a missing /var/log/letsencrypt).
+        assert "No simulated renewals were attempted" in log, log[-3000:]
+        pytest.skip("no certificate on this host (no public site): certbot.service ran in its sandbox and "
+                    "succeeded with nothing to renew; the renewal and its deploy hook are checked on the edge")
     # certbot 2.9 ends in success even when a hook fails: read what the hook said.
     assert "all simulated renewals succeeded" in log, log[-3000:]
     assert "reported error" not in log, log[-3000:]
