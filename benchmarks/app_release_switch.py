@@ -2,21 +2,27 @@
 """Requests to /healthz during two release switches of roles/app; prints failures and times.
 
     benchmarks/app_release_switch.py -i /tmp/dev-1 --host dev-1 [--via auto|nginx|socket] [--rounds N]
+    benchmarks/app_release_switch.py -i inventory/tiers --host tier-edge --via nginx --limit app --rounds 3
 
 1. Copies ./app to a temporary directory with a new version (1.0.0+bench<epoch>, also in
    __version__, so that /healthz tells the releases apart).
 2. Starts the load: sequential GETs of /healthz, each on a new connection, from
    `--clients` threads. With --via nginx (the default when https://www.<lab_domain>/healthz
    answers) they run on the controller, through the TLS edge, paced under its rate limit
-   (1 client, one request every 2.1 s; a 429 is counted apart, as the edge's policy). With
+   (one request every 2.1 s per client; a 429 is counted apart, as the edge's policy; with
+   IAC_PROBE_SOURCES, the lab's controller addresses, one client per address). With
    --via socket (or without nginx) 4 unpaced clients run on the host, as root, against the
    app's own unix socket (where platform.socket listens), over SSH: the dense measurement
    of the socket hand-over. (--via loopback is the old name of --via socket.)
-3. Runs `ansible-playbook playbooks/app.yml --tags app_release` with the bench copy (switch
-   1), then with the repository's app (switch 2, back to the release that served before);
-   --rounds N does this N times under the same load (2N switches, failures counted over all).
+3. Runs `ansible-playbook playbooks/app.yml --tags app_release --limit <--limit, default
+   --host>` with the bench copy (switch 1), then with the repository's app (switch 2, back
+   to the release that served before); --rounds N does this N times under the same load (2N
+   switches, failures counted over all). With the edge in front of several app hosts
+   (`--host` the edge, `--limit app`: docs/tiers.md "Rolling release"), each switch is a
+   rolling release across them, one host at a time.
 4. Prints the requests, the failures (target 0), the slowest answer, and for each switch
-   the gap between the last answer from the old version and the first from the new one.
+   the gap between the last answer from the old version and the first from the new one
+   (during a roll both versions answer for a while: the time both did is printed instead).
 
 A measurement, not a test (CONTRIBUTING.md): it changes the host's serving release twice
 and leaves it on the original one.
@@ -41,15 +47,17 @@ REPO = Path(__file__).resolve().parents[1]
 # The load generator: runs as is on the controller (nginx) or on the host (loopback).
 LOADER = r"""
 import http.client, json, os, socket, ssl, sys, threading, time
-mode, address, name, port, cafile, stop_file, clients, interval = sys.argv[1:9]
+mode, address, name, port, cafile, stop_file, clients, interval, sources = sys.argv[1:10]
 port, clients, interval = int(port), int(clients), float(interval)
+sources = [s for s in sources.split(",") if s]
 results, lock = [], threading.Lock()
-def one():
+def one(source):
     t0 = time.time()
     try:
         if mode == "nginx":
             ctx = ssl.create_default_context(cafile=cafile or None)
-            raw = socket.create_connection((address, port), timeout=10)
+            raw = socket.create_connection((address, port), timeout=10,
+                                           source_address=(source, 0) if source else None)
             sock = ctx.wrap_socket(raw, server_hostname=name)
             conn = http.client.HTTPConnection(name, port, timeout=10)
             conn.sock = sock
@@ -67,13 +75,14 @@ def one():
         return (t0, time.time(), resp.status, version, "")
     except Exception as exc:
         return (t0, time.time(), 0, None, type(exc).__name__ + ": " + str(exc)[:80])
-def worker():
+def worker(source):
     while not os.path.exists(stop_file):
-        r = one()
+        r = one(source)
         with lock:
             results.append(r)
         time.sleep(interval)
-threads = [threading.Thread(target=worker) for _ in range(clients)]
+threads = [threading.Thread(target=worker, args=(sources[i % len(sources)] if sources else "",))
+           for i in range(clients)]
 for t in threads: t.start()
 for t in threads: t.join()
 json.dump(results, sys.stdout)
@@ -132,6 +141,25 @@ def bench_copy(tmp: Path, version: str) -> Path:
     return app
 
 
+def probe_sources() -> list[str]:
+    """The lab controller's own addresses of IAC_PROBE_SOURCES (A.B.C.D-E), one per client."""
+    import socket
+
+    spec = os.environ.get("IAC_PROBE_SOURCES", "")
+    found = re.fullmatch(r"(\d+\.\d+\.\d+)\.(\d+)-(\d+)", spec)
+    if not found:
+        return []
+    mine = []
+    for last in range(int(found.group(2)), int(found.group(3)) + 1):
+        address = f"{found.group(1)}.{last}"
+        try:
+            socket.create_server((address, 0)).close()
+        except OSError:
+            continue
+        mine.append(address)
+    return mine
+
+
 def playbook(inventory: str, host: str, source: Path, key: str) -> float:
     env = {
         **os.environ,
@@ -163,14 +191,29 @@ def playbook(inventory: str, host: str, source: Path, key: str) -> float:
     return time.monotonic() - started
 
 
-def switch_gaps(results: list) -> list[tuple[str, str, float]]:
-    """For each change of version among the answers: the time without an answer."""
+def hand_overs(results: list, plays: list) -> list[str]:
+    """Per play (target, started, ended): which versions answered from its start to the next
+    play's, and how long the old and the new one answered side by side (a roll across
+    several app hosts) or how long nothing answered between them (a single host)."""
     ok = sorted((r for r in results if r[2] == 200), key=lambda r: r[1])
-    gaps = []
-    for before, after in zip(ok, ok[1:], strict=False):
-        if before[3] != after[3]:
-            gaps.append((before[3], after[3], after[1] - before[1]))
-    return gaps
+    lines = []
+    old = ok[0][3] if ok else None
+    for index, (_, started, _) in enumerate(plays):
+        until = plays[index + 1][1] if index + 1 < len(plays) else float("inf")
+        window = [r for r in ok if started <= r[1] < until]
+        new = window[-1][3] if window else old
+        counts = {v: sum(1 for r in window if r[3] == v) for v in dict.fromkeys(r[3] for r in window)}
+        first_new = min((r[1] for r in window if r[3] == new), default=None)
+        last_old = max((r[1] for r in window if r[3] == old), default=None)
+        if new == old or first_new is None or last_old is None:
+            how = "no hand-over seen"
+        elif last_old > first_new:
+            how = f"both answered for {last_old - first_new:.1f} s"
+        else:
+            how = f"{first_new - last_old:.2f} s between the last old and the first new answer"
+        lines.append(f"switch {old} -> {new}: {how}; answers {counts}")
+        old = new
+    return lines
 
 
 def main() -> int:
@@ -178,6 +221,10 @@ def main() -> int:
     parser.add_argument("-i", "--inventory", required=True)
     parser.add_argument("--host", required=True)
     parser.add_argument("--via", choices=["auto", "nginx", "socket", "loopback"], default="auto")
+    parser.add_argument(
+        "--limit",
+        help="the hosts whose release switches (default: --host; with the edge as --host, e.g. 'app')",
+    )
     parser.add_argument("--clients", type=int, help="load threads (default: 4 on the socket, 1 via nginx)")
     parser.add_argument(
         "--interval",
@@ -203,7 +250,8 @@ def main() -> int:
     if via == "auto":
         via = "nginx" if nginx_answers(address, name, cafile or None) else "socket"
     # A flag file (on the controller or the host) that tells the load threads to stop.
-    clients = args.clients or (1 if via == "nginx" else 4)
+    sources = probe_sources() if via == "nginx" else []
+    clients = args.clients or ((len(sources) or 1) if via == "nginx" else 4)
     interval = args.interval if args.interval is not None else (2.1 if via == "nginx" else 0.0)
     stop_file = f"/tmp/app-bench-stop-{os.getpid()}"  # noqa: S108 - a flag, no data in it
     if via == "nginx":
@@ -219,6 +267,7 @@ def main() -> int:
             stop_file,
             str(clients),
             str(interval),
+            ",".join(sources),
         ]
         stop = ["touch", stop_file]
     else:
@@ -229,11 +278,16 @@ def main() -> int:
             text=True,
             check=True,
         ).stdout.split()[0]
-        cmd = f"python3 -c {shlex_quote(LOADER)} socket {sock} {name} 0 '' {stop_file} {clients} {interval}"
+        cmd = f"python3 -c {shlex_quote(LOADER)} socket {sock} {name} 0 '' {stop_file} {clients} {interval} ''"
         loader = [*ssh_base(address, key), f"rm -f {stop_file}; {cmd}"]
         stop = [*ssh_base(address, key), f"touch {stop_file}"]
     target = name if via == "nginx" else f"{sock} on {args.host}"
-    print(f"load: {clients} clients, {interval} s apart, GET /healthz via {via} ({target})")
+    limit = args.limit or args.host
+    print(
+        f"load: {clients} clients, {interval} s apart, GET /healthz via {via} ({target})"
+        + (f", from {len(sources)} client addresses" if sources else "")
+    )
+    print(f"release switches on: {limit}")
 
     plays = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -244,10 +298,11 @@ def main() -> int:
                 version = f"1.0.0+bench{int(time.time())}"
                 source = bench_copy(Path(tmp) / str(round_), version)
                 print(f"round {round_ + 1}/{args.rounds}: switch to {version}, then back", flush=True)
-                plays.append((version, playbook(args.inventory, args.host, source, key)))
-                time.sleep(2)
-                plays.append(("the repository's app", playbook(args.inventory, args.host, REPO / "app", key)))
-                time.sleep(2)
+                for target, app in ((version, source), ("the repository's app", REPO / "app")):
+                    started = time.time()
+                    seconds = playbook(args.inventory, limit, app, key)
+                    plays.append((target, started, seconds))
+                    time.sleep(2)
         finally:
             subprocess.run(stop, check=False)
             out, _ = proc.communicate(timeout=120)
@@ -256,7 +311,7 @@ def main() -> int:
     limited = [r for r in results if r[2] == 429]
     failed = [r for r in results if r[2] not in (200, 429)]
     latencies = sorted(r[1] - r[0] for r in results)
-    for to, seconds in plays:
+    for to, _, seconds in plays:
         print(f"play: switch to {to} {seconds:.1f} s (a whole ansible-playbook run)")
     print(
         f"switches: {len(plays)}; requests: {len(results)}, failed: {len(failed)} over all switches, "
@@ -265,8 +320,8 @@ def main() -> int:
     if latencies:
         p50 = latencies[len(latencies) // 2]
         print(f"latency: median {p50 * 1000:.1f} ms, max {latencies[-1] * 1000:.0f} ms")
-    for old, new, gap in switch_gaps(results):
-        print(f"switch {old} -> {new}: {gap:.2f} s between the last old and the first new answer")
+    for line in hand_overs(results, plays):
+        print(line)
     for r in failed[:10]:
         print(f"  failed at {time.strftime('%H:%M:%S', time.localtime(r[0]))}: status {r[2]} {r[4]}")
     return 1 if failed else 0

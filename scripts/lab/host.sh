@@ -9,6 +9,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 ssh_key=$IAC_LAB_DIR/ssh/id_ed25519
+APT_CACHE_ROOT=${XDG_CACHE_HOME:-$HOME/.cache}/iac-platform/apt
 
 wait_ready() {
   local name=$1 ip=$2 i state=''
@@ -45,9 +46,18 @@ up() {
   ensure_ssh_key
   if [ "$(podman inspect --format '{{.State.Running}}' "$name" 2>/dev/null)" != true ]; then
     podman rm -f "$name" >/dev/null 2>&1 || true
-    local cache
-    cache=${XDG_CACHE_HOME:-$HOME/.cache}/iac-platform/apt/$image
-    mkdir -p "$cache/partial"
+    # The package cache: a shared pool per image, seeded into a directory of this host's
+    # own with hard links (instant, no copy). Each host then has its own archive lock: one
+    # cache shared by five hosts serialised their installs, and a host waiting on a
+    # neighbour's download could run out of its retries. `down` links what the host fetched
+    # back into the pool.
+    local pool cache
+    pool=$APT_CACHE_ROOT/$image
+    cache=$APT_CACHE_ROOT/hosts/$name
+    rm -rf "$cache"
+    mkdir -p "$pool" "$cache/partial"
+    find "$pool" -maxdepth 1 -name '*.deb' -exec ln -f -t "$cache" {} + 2>/dev/null || true
+    printf '%s\n' "$pool" >"$cache/../$name.pool"
     log "Starting lab host $name ($image) at $ip"
     # NET_ADMIN/NET_RAW: nftables in the container's own network namespace (roles/baseline).
     # SYS_ADMIN: systemd sets up the mount namespaces of sandboxed units (ProtectSystem,
@@ -66,6 +76,13 @@ up() {
 down() {
   local name=${1:?usage: host.sh down NAME}
   podman rm -f -t 5 "$name" >/dev/null 2>&1 || true
+  local cache=$APT_CACHE_ROOT/hosts/$name pool
+  if [ -f "$APT_CACHE_ROOT/hosts/$name.pool" ]; then
+    pool=$(cat "$APT_CACHE_ROOT/hosts/$name.pool")
+    [ -d "$cache" ] && [ -d "$pool" ] &&
+      find "$cache" -maxdepth 1 -name '*.deb' -exec ln -f -t "$pool" {} + 2>/dev/null || true
+  fi
+  rm -rf "$cache" "$APT_CACHE_ROOT/hosts/$name.pool"
 }
 
 case "${1:-}" in

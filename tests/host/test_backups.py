@@ -309,7 +309,7 @@ n=0
 while :; do
   n=$((n + 1))
   printf '{"ts": "%s", "user": "drill", "action": "busy", "n": %d}\n' "$(date -u +%FT%T.%NZ)" "$n" >> {log}
-  printf '{"n": %d}\n' "$n" > {doc}.tmp && mv {doc}.tmp {doc}
+  printf '{"n": %d}\n' "$n" > {tmp} && mv {tmp} {doc}
   runuser -u postgres -- psql -X -q -d {db} -c "INSERT INTO busy (n) VALUES ($n)" >/dev/null 2>&1
   sleep 0.2
 done
@@ -319,10 +319,13 @@ done
 @pytest.fixture
 def busy_host(host):
     """The host keeps writing while a test runs: an action-log-like JSONL file grows, a data
-    file is rewritten (rename), a database table gets rows. All removed afterwards."""
+    file is rewritten (a temporary file renamed over it, as the app does), a database table
+    gets rows. All removed afterwards."""
     tag = f"drill-busy-{int(time.time())}"
     log, doc, db = f"/var/log/platform/{tag}.jsonl", f"/var/lib/platform/{tag}.json", tag.replace("-", "_")
-    script = BUSY_WRITER.replace("{log}", log).replace("{doc}", doc).replace("{db}", db)
+    # Rewritten the way the app saves a portfolio: a .tmp-* file beside it, renamed over it.
+    tmp = f"/var/lib/platform/.tmp-{tag}.json"
+    script = BUSY_WRITER.replace("{log}", log).replace("{doc}", doc).replace("{tmp}", tmp).replace("{db}", db)
     with host.sudo():
         host.run_expect([0], "mkdir -p /var/log/platform /var/lib/platform")
         host.run(f"runuser -u postgres -- createdb {db} && runuser -u postgres -- psql -X -q -d {db} "
@@ -335,7 +338,7 @@ def busy_host(host):
         with host.sudo():
             host.run(f"kill {pid}")
             _wait_for(lambda: host.run(f"kill -0 {pid}").rc != 0, timeout=20, interval=0.2)
-            host.run(f"rm -f {log} {doc} {doc}.tmp")
+            host.run(f"rm -f {log} {doc} {tmp}")
             host.run(f"runuser -u postgres -- dropdb --if-exists {db}")
 
 

@@ -9,7 +9,9 @@ toolkit's private CA. Measured from both ends and from outside:
 - from the edge without a certificate: no answer from the app;
 - from the controller and from a host of another tier: the firewall lets nothing through;
 - the edge's configuration verifies the app hosts (proxy_ssl_verify) and balances across
-  every one of them, and requests through the edge do land on each app host.
+  every one of them, and requests through the edge do land on each app host;
+- after a converge (a rolling release drains one app host at a time) no app host is left
+  drained on the edge (claim tiers.rolling_release).
 
 Runs on the app hosts; on an app host that carries its own edge (one host, or the edge and
 the app together) there is no private link and the module says so.
@@ -174,3 +176,20 @@ def test_edge_verifies_and_balances_across_the_app_hosts(request, link, edge, ho
     evidence("tiers.private_link", requests_through_edge=8, landed_per_app_host=counts)
     assert sum(counts.values()) >= 1, counts
     assert all(c >= 1 for c in counts.values()), f"some app host got none of 8 requests: {counts}"
+
+
+@pytest.mark.claim("tiers.rolling_release")
+def test_every_app_host_is_back_in_the_edges_balancing(link, edge, hostvars, evidence):
+    """After a converge (and after a rolling release: playbooks/app.yml) the edge's loaded
+    configuration lists this app host's private listener, and not as `down`: a roll that
+    stopped half-way leaves its host drained, and this check names it."""
+    req = require("tiers.rolling_release")
+    edge_name, edge_host = edge
+    address, port = link["address"], link["port"]
+    member = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    config = edge_host.check_output("nginx -T 2>/dev/null")
+    lines = [line.strip() for line in config.splitlines() if line.strip().startswith(f"server {member} ")]
+    drained = [line for line in lines if " down" in line.rstrip(";").split(member, 1)[1]]
+    evidence("tiers.rolling_release", edge=edge_name, member=member, server_lines=lines, drained=len(drained))
+    assert lines, f"{edge_name} does not balance to {member}: no upstream server line names it"
+    assert len(drained) == req["drained_app_hosts"], f"{edge_name} still has {member} drained: {drained}"

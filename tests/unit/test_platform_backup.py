@@ -33,6 +33,9 @@ from platform_backup.util import BackupError
         ("/var/lib/platform/**/.cache", "/var/lib/platform/users/alice/.cache/x", True),
         ("/var/lib/platform/**/.cache", "/var/lib/other/.cache", False),
         ("/opt/platform/**/__pycache__", "/opt/platform/releases/1/app/__pycache__/m.pyc", True),
+        ("/var/lib/platform/**/.tmp-*", "/var/lib/platform/.tmp-drill.json", True),
+        ("/var/lib/platform/**/.tmp-*", "/var/lib/platform/users/alice/portfolios/.tmp-k2x.json", True),
+        ("/var/lib/platform/**/.tmp-*", "/var/lib/platform/users/alice/portfolios/p.json", False),
         (".cache", "/home/alice/.cache/thumbs", True),  # relative: anywhere
         ("*.tmp", "/etc/x/file.tmp", True),
         ("*.tmp", "/etc/x/file.tmpl", False),

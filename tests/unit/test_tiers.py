@@ -78,6 +78,20 @@ def test_app_hosts_listen_for_the_edge_only(tiers) -> None:
         assert app["baseline_firewall_restricted_tcp_ports"] == [{"port": 8443, "sources": [edge_address]}]
 
 
+def test_app_hosts_roll_through_the_edge_that_lists_them(tiers) -> None:
+    """Each app host drains from the edge whose upstream lists it, by the very entry the edge
+    lists (a mismatch would fail the roll at the drain, the host half taken out)."""
+    edge = tiers["tier-edge"]
+    listed = {s["name"]: s for s in edge["nginx_sites"]}["app"]["upstream_servers"]
+    for name in ("tier-app1", "tier-app2"):
+        app = tiers[name]
+        assert app["app_drain_edges"] == ["tier-edge"]
+        assert app["app_drain_member"] in listed
+        assert app["app_drain_member"] == f"{app['ansible_host']}:8443"
+    assert edge["app_drain_edges"] == []  # not an app host
+    assert tiers["tier-db"]["app_drain_edges"] == []
+
+
 def test_backup_server_lets_every_tier_host_in(tiers) -> None:
     sources = tiers["lab-backup"]["baseline_firewall_restricted_tcp_ports"][0]["sources"]
     assert sorted(sources) == sorted(_address(tiers, "tier-edge", "tier-app1", "tier-app2", "tier-db"))
@@ -94,4 +108,5 @@ def test_single_host_lab_keeps_everything_on_loopback() -> None:
     assert web["baseline_firewall_restricted_tcp_ports"] == []
     assert web["backup_postgresql_enabled"] is True
     assert web["nginx_private_sites"] == []
+    assert web["app_drain_edges"] == []  # one host: a release switches in place
     assert {s["name"]: s for s in web["nginx_sites"]}["app"]["upstream"] == "http://unix:/run/platform/app.sock"
