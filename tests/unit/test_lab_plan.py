@@ -37,6 +37,10 @@ def test_inventory_hosts_use_the_planned_addresses_and_names() -> None:
         public: set[str] = set()  # hosts that serve the public sites (platform, edge)
         if "host_vars" in src.parts:
             hosts = {src.stem: data}
+            # The scenario's platforms say which hosts serve the public sites (an app host
+            # behind an edge names its edge's domain, not names of its own).
+            scenario = yaml.safe_load((src.parents[2] / "molecule.yml").read_text())
+            public = {p["name"] for p in scenario["platforms"] if {"platform", "edge"} & set(p.get("groups", []))}
         else:
             # A host listed again in a second group (a tier it also carries) has no variables there.
             hosts = {name: hv for group in data["all"]["children"].values()
@@ -47,7 +51,7 @@ def test_inventory_hosts_use_the_planned_addresses_and_names() -> None:
         for name, hv in hosts.items():
             ip, names = plan[name]
             assert hv["ansible_host"] == ip, f"{src}: {name} at {hv['ansible_host']}, lab/hosts says {ip}"
-            domain = hv.get("lab_domain") or (shared if name in public else None)
+            domain = (hv.get("lab_domain") or shared) if name in public else None
             if domain:
                 assert f"www.{domain}" in names, f"{name}: www.{domain} missing from lab/hosts"
             seen += 1
