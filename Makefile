@@ -135,8 +135,10 @@ app-test: ## The reference app's own tests (app/tests) in .venv-app (its hash-pi
 
 .PHONY: molecule
 molecule: bootstrap umami-bundle ## Every molecule scenario, one after another
-	scripts/lab/ca.sh up
-	molecule test --all
+	@# The lab CA is stopped afterwards, pass or fail, unless it ran before (a lab that is up keeps it).
+	@if scripts/lab/ca.sh running; then ca_was=up; else ca_was=down; fi; \
+	scripts/lab/ca.sh up; rc=0; molecule test --all || rc=$$?; \
+	[ $$ca_was = up ] || scripts/lab/ca.sh down; exit $$rc
 
 .PHONY: sanity
 sanity: bootstrap ## ansible-test sanity on the collection (the tests that apply and run offline)

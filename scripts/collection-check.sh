@@ -21,8 +21,12 @@ start=$(date +%s)
 step() { log "[collection-check] [$(( $(date +%s) - start ))s] $*"; }
 
 work=$(mktemp -d /tmp/collection-check.XXXXXX)
+ca_was_running=false
+"$REPO_ROOT/scripts/lab/ca.sh" running && ca_was_running=true
 cleanup() {
   "$REPO_ROOT/scripts/lab/host.sh" down "$name" >/dev/null 2>&1 || true
+  # The CA stays only if it ran before this check (a lab that is up keeps using it).
+  $ca_was_running || "$REPO_ROOT/scripts/lab/ca.sh" down >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT

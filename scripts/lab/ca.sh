@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# ca.sh up|down: the lab's ACME certificate authority (Pebble) in the container lab-ca.
+# ca.sh up|down|running: the lab's ACME certificate authority (Pebble) in the container lab-ca.
+# (running: exit 0 when the CA runs. Jobs that start the CA only for themselves, the
+# molecule scenarios and the collection check, ask first and stop it when they are done,
+# so that a lab someone else brought up keeps its CA.)
 #
 # up: creates the lab network and starts Pebble (if not already running) with
 #   - its ACME API at https://acme.lab.test:14000/dir, served with a certificate from a
@@ -114,8 +117,13 @@ down() {
   rm -f "$IAC_LAB_DIR/ca-root.pem"
 }
 
+running() {
+  [ "$(podman inspect --format '{{.State.Running}}' "$LAB_CA_NAME" 2>/dev/null)" = true ]
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  *) die "usage: ca.sh up|down" ;;
+  running) running ;;
+  *) die "usage: ca.sh up|down|running" ;;
 esac
