@@ -39,21 +39,30 @@ def play(index: int, role: str, tasks_from: str, variables: dict) -> dict:
     }
 
 
+def ansible_playbook(tmp: Path, plays: list[dict], env: dict[str, str] | None = None,
+                     timeout: int = 600) -> str:
+    """Runs the plays in one ansible-playbook call on the controller (inventory: localhost)
+    and returns what it printed, each task result as JSON; fails the test if the run failed.
+    env replaces the process environment (default: this one)."""
+    path = tmp / "play.yml"
+    path.write_text(json.dumps(plays))
+    env = dict(os.environ if env is None else env) | {
+        "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections"),
+        "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
+        "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
+    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", str(path)],
+                          capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
 def run(tmp: Path, plays: dict[str, dict], env: dict[str, str] | None = None) -> dict[str, str]:
     """{case name: play} -> {case name: "PASS" or "FAIL: ..."}; env replaces the process
     environment (default: this one)."""
     names = list(plays)
-    path = tmp / "play.yml"
-    path.write_text(json.dumps([plays[n] for n in names]))
-    env = dict(os.environ if env is None else env) | {
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
-        "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
-    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", str(path)],
-                          capture_output=True, text=True, env=env, timeout=600, cwd=tmp)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = {}
-    for line in proc.stdout.splitlines():
+    for line in ansible_playbook(tmp, [plays[n] for n in names], env).splitlines():
         found = re.search(r'"msg": "CASE (\d+) (PASS|FAIL: .*)"$', line.strip())
         if found:
             out[names[int(found.group(1))]] = json.loads(f'"{found.group(2)}"')

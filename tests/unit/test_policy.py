@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO / "tests" / "host"))
 from audit_report import host_scope, index_checks  # noqa: E402
 
 from policy import claims  # noqa: E402
+from preflight_cases import run  # noqa: E402
 
 # Claims whose checks other helpers of issue 12 write or tag in parallel, and host check
 # modules they tag. Each entry is a strict xfail: as soon as the check exists (or the module
@@ -321,25 +322,8 @@ CASES = {
 @pytest.fixture(scope="module")
 def preflight_runs(tmp_path_factory) -> dict[str, str]:
     """Every case in one ansible-playbook run on the controller: case name -> PASS / FAIL: msg."""
-    tmp = tmp_path_factory.mktemp("preflight")
     names = list(CASES)
-    play = tmp / "play.yml"
-    play.write_text(json.dumps([_play(i, CASES[name][0]) for i, name in enumerate(names)]))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-           "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections"),
-           "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
-    proc = subprocess.run(
-        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", str(play)],
-        capture_output=True, text=True, env=env, timeout=600, cwd=tmp,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = {}
-    for line in proc.stdout.splitlines():
-        found = re.search(r'"msg": "CASE (\d+) (PASS|FAIL: .*)"$', line.strip())
-        if found:
-            results[names[int(found.group(1))]] = json.loads(f'"{found.group(2)}"')
-    return results
+    return run(tmp_path_factory.mktemp("preflight"), {name: _play(i, CASES[name][0]) for i, name in enumerate(names)})
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from preflight_cases import REPO, ansible_playbook
 
-REPO = Path(__file__).resolve().parents[2]
 MEMBER = "10.0.0.61:8443"
 
 
@@ -72,17 +69,9 @@ def plans(tmp_path_factory) -> dict[str, dict]:
             "tasks": [choose, {"name": "Show", "ansible.builtin.debug": {
                 "msg": f"PLAN {index} {{{{ __nginx_member_plan | to_json }}}}"}}],
         })
-    tmp = tmp_path_factory.mktemp("upstream_member")
-    path = tmp / "play.yml"
-    path.write_text(json.dumps(plays))
-    env = dict(os.environ) | {"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-                              "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
-                              "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
-    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", str(path)],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    stdout = ansible_playbook(tmp_path_factory.mktemp("upstream_member"), plays, timeout=300)
     out = {}
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         if '"msg": "PLAN ' in line:
             index, text = json.loads(line.strip().split('"msg": ', 1)[1])[len("PLAN "):].split(" ", 1)
             out[names[int(index)]] = json.loads(text)
