@@ -28,9 +28,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "host"))
 from audit_report import host_scope, index_checks  # noqa: E402
+from preflight_cases import run  # noqa: E402
 
 from policy import claims  # noqa: E402
-from preflight_cases import run  # noqa: E402
 
 # Claims whose checks other helpers of issue 12 write or tag in parallel, and host check
 # modules they tag. Each entry is a strict xfail: as soon as the check exists (or the module
