@@ -40,10 +40,11 @@ def play(index: int, role: str, tasks_from: str, variables: dict) -> dict:
 
 
 def ansible_playbook(tmp: Path, plays: list[dict], env: dict[str, str] | None = None,
-                     timeout: int = 600) -> str:
+                     timeout: int = 600, args: tuple[str, ...] = ()) -> str:
     """Runs the plays in one ansible-playbook call on the controller (inventory: localhost)
     and returns what it printed, each task result as JSON; fails the test if the run failed.
-    env replaces the process environment (default: this one)."""
+    env replaces the process environment (default: this one); args go to ansible-playbook
+    (e.g. --check)."""
     path = tmp / "play.yml"
     path.write_text(json.dumps(plays))
     env = dict(os.environ if env is None else env) | {
@@ -51,8 +52,8 @@ def ansible_playbook(tmp: Path, plays: list[dict], env: dict[str, str] | None = 
         "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections"),
         "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
         "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
-    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", str(path)],
-                          capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp)
+    command = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", *args, str(path)]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
