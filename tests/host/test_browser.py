@@ -174,97 +174,176 @@ def _umami_api(probe, site: str, path: str, token: str):
     return resp.json()
 
 
-@pytest.mark.claim("ratelimit.edge", "analytics.self_hosted")
-@pytest.mark.disruptive(reason="records a page view in Umami's database (the read-only audit must not)")
-def test_page_is_counted_and_dashboard_loads_without_errors(lab, home, probe, evidence):
+NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
+# The longest wait before a retried visit: the dashboard's largest burst (static_burst 100,
+# inventory/lab/group_vars/all/edge.yml) drained at 30 requests a minute.
+MAX_PAUSE_S = 200
+
+
+class NetworkWatch:
+    """`ip monitor` on the controller while the browser runs. Chromium aborts every request in
+    flight with ERR_NETWORK_CHANGED when an address, link or route of the controller changes
+    (seen once in CI, on every request of one dashboard load); what changed is kept so that
+    a retried session says why. Stopped afterwards, whatever happened."""
+
+    def __init__(self) -> None:
+        self.proc = None
+        if shutil.which("ip"):
+            self.proc = subprocess.Popen(["ip", "-ts", "monitor", "link", "address", "route"],
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def stop(self) -> list[str]:
+        if self.proc is None:
+            return []
+        self.proc.terminate()
+        try:
+            out, _ = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return [line for line in out.splitlines() if line.strip()][:20]
+
+
+def _browse(p, lab: dict, home: str, start_ms: int, probe, recorder: Recorder) -> dict:
+    """One person's visit in a new browser: the app's page, then the dashboard's login and
+    the site's statistics; Umami's API asked whether the pageview was counted."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-    from playwright.sync_api import sync_playwright
 
     rules = ", ".join([f"MAP {lab['app']} {lab['address']}", f"MAP {lab['analytics']} {lab['address']}",
                        "MAP * ~NOTFOUND"])
     app_url, dash = f"https://{lab['app']}/", f"https://{lab['analytics']}"
-    recorder = Recorder({lab["app"], lab["analytics"]})
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=[*ARGS, f"--host-resolver-rules={rules}"],
+                                env={**os.environ, "HOME": home})
+    try:
+        # A person's browser: the headless marker in the user agent makes Umami drop the
+        # pageview as a bot's (its isbot check), which is right for bots, not for this test.
+        agent = (f"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                 f"Chrome/{browser.version} Safari/537.36")
+        context = browser.new_context(user_agent=agent, viewport={"width": 1440, "height": 900})
+        page = context.new_page()
+        recorder.attach(page)
+
+        # 1. The app's page, with the tracker.
+        _goto(page, app_url)
+        result = {"page_load": recorder.summary(),
+                  "sent": [r for r in recorder.responses if r[1] == f"{dash}/api/send"],
+                  "tracker": [r for r in recorder.responses if r[1].startswith(f"{dash}/script.js")]}
+
+        # 2. The dashboard: log in, then the site's statistics.
+        mark = recorder.mark()
+        _goto(page, f"{dash}/login")
+        if page.url.startswith(f"{dash}/login") and recorder.responses[mark:] and \
+                recorder.responses[mark][2] == 403:
+            pytest.skip("the dashboard is not open to this controller's address (nginx_admin_networks): "
+                        "run it through an SSH tunnel")
+        # On a busy host the login form can be clicked before the page's script has taken it
+        # over (the click then goes nowhere): still on /login after a while, sign in once more.
+        for attempt in (1, 2):
+            page.fill("input[name=username]", lab["user"])
+            page.fill("input[name=password]", lab["password"])
+            page.click("button[type=submit]")
+            try:
+                page.wait_for_url(f"{dash}/dashboard", timeout=TIMEOUT_MS // 2 if attempt == 1 else TIMEOUT_MS)
+                break
+            except PlaywrightTimeoutError:
+                if attempt == 2 or not page.url.startswith(f"{dash}/login"):
+                    raise
+        page.wait_for_load_state("networkidle", timeout=TIMEOUT_MS)
+        result["dashboard_first_load"] = recorder.summary(mark)
+
+        mark = recorder.mark()
+        _goto(page, f"{dash}/websites/{lab['website']}")
+        page.wait_for_timeout(2_000)
+        result["stats_page"] = recorder.summary(mark)
+        result["broken"] = page.get_by_text("Something went wrong").count()
+        token = page.evaluate("() => JSON.parse(localStorage.getItem('umami.auth') || 'null')")
+
+        # 3. Umami's own API: the pageview of step 1 is counted.
+        counted = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            stats = _umami_api(probe, lab["analytics"], f"/api/websites/{lab['website']}/stats?startAt={start_ms}"
+                               f"&endAt={int(time.time() * 1000) + 60_000}", token)
+            counted = stats["pageviews"]["value"]
+            if counted >= 1:
+                break
+            time.sleep(2)
+        result["counted"] = counted
+        page.screenshot(path=str(Path(home) / "stats.png"))
+    finally:
+        browser.close()
+    return result
+
+
+@pytest.mark.claim("ratelimit.edge", "analytics.self_hosted")
+@pytest.mark.disruptive(reason="records a page view in Umami's database (the read-only audit must not)")
+def test_page_is_counted_and_dashboard_loads_without_errors(lab, home, probe, evidence):
+    """A second visit, in a new browser, only where Chromium aborted requests of the first
+    with its own ERR_NETWORK_CHANGED (the controller's network, not the host), no response
+    was an HTTP error and no request went elsewhere. The second visit must pass every
+    check on its own; the evidence records the retry, the first visit's problems and what
+    `ip monitor` saw change on the controller."""
+    from playwright.sync_api import sync_playwright
+
     start_ms = int(time.time() * 1000) - 5_000
+    retried = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[*ARGS, f"--host-resolver-rules={rules}"],
-                                    env={**os.environ, "HOME": home})
-        try:
-            # A person's browser: the headless marker in the user agent makes Umami drop the
-            # pageview as a bot's (its isbot check), which is right for bots, not for this test.
-            agent = (f"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-                     f"Chrome/{browser.version} Safari/537.36")
-            context = browser.new_context(user_agent=agent, viewport={"width": 1440, "height": 900})
-            page = context.new_page()
-            recorder.attach(page)
+        for visit in (1, 2):
+            recorder, failure = Recorder({lab["app"], lab["analytics"]}), None
+            watch = NetworkWatch()
+            try:
+                result = _browse(p, lab, home, start_ms, probe, recorder)
+            except pytest.skip.Exception:
+                raise
+            except Exception as exc:  # noqa: BLE001 - playwright's errors; raised below unless retried
+                failure = exc
+            finally:
+                changes = watch.stop()
+            # Chromium reports the aborted requests as failed requests or, for some (the
+            # favicon), only as a console error: either names ERR_NETWORK_CHANGED. A visit
+            # that broke off (the login form, its scripts aborted, never signed in) counts
+            # where the controller's network changed during it.
+            signs = recorder.failed + recorder.errors
+            network_changed = any(NETWORK_CHANGED in sign for sign in signs) or (failure is not None and changes)
+            if visit == 1 and network_changed and not recorder.bad() and not recorder.foreign:
+                # The second visit is a new browser with an empty cache: it asks for every
+                # script again, from the same address. The first visit's requests are let
+                # drain from the per-IP budget first, at the policy's rate (a person's
+                # browser would have kept what it had loaded).
+                sent = len(recorder.responses) + len(recorder.failed)
+                pause = min(MAX_PAUSE_S, sent * 60 / require("ratelimit.edge")["general_per_minute_max"])
+                first_line = str(failure).splitlines()[0] if failure else None
+                retried.append({"first_visit_problems": signs[:10], "first_visit_broke_off": first_line,
+                                "controller_network_changes": changes, "requests": sent,
+                                "paused_s": round(pause)})
+                time.sleep(pause)
+                continue
+            if failure is not None:
+                raise failure
+            break
 
-            # 1. The app's page, with the tracker.
-            _goto(page, app_url)
-            page_load = recorder.summary()
-            sent = [r for r in recorder.responses if r[1] == f"{dash}/api/send"]
-            tracker = [r for r in recorder.responses if r[1].startswith(f"{dash}/script.js")]
-
-            # 2. The dashboard: log in, then the site's statistics.
-            mark = recorder.mark()
-            _goto(page, f"{dash}/login")
-            if page.url.startswith(f"{dash}/login") and recorder.responses[mark:] and \
-                    recorder.responses[mark][2] == 403:
-                pytest.skip("the dashboard is not open to this controller's address (nginx_admin_networks): "
-                            "run it through an SSH tunnel")
-            # On a busy host the login form can be clicked before the page's script has taken it
-            # over (the click then goes nowhere): still on /login after a while, sign in once more.
-            for attempt in (1, 2):
-                page.fill("input[name=username]", lab["user"])
-                page.fill("input[name=password]", lab["password"])
-                page.click("button[type=submit]")
-                try:
-                    page.wait_for_url(f"{dash}/dashboard", timeout=TIMEOUT_MS // 2 if attempt == 1 else TIMEOUT_MS)
-                    break
-                except PlaywrightTimeoutError:
-                    if attempt == 2 or not page.url.startswith(f"{dash}/login"):
-                        raise
-            page.wait_for_load_state("networkidle", timeout=TIMEOUT_MS)
-            first_load = recorder.summary(mark)
-
-            mark = recorder.mark()
-            _goto(page, f"{dash}/websites/{lab['website']}")
-            page.wait_for_timeout(2_000)
-            stats_page = recorder.summary(mark)
-            broken = page.get_by_text("Something went wrong").count()
-            token = page.evaluate("() => JSON.parse(localStorage.getItem('umami.auth') || 'null')")
-
-            # 3. Umami's own API: the pageview of step 1 is counted.
-            counted = 0
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                stats = _umami_api(probe, lab["analytics"], f"/api/websites/{lab['website']}/stats?startAt={start_ms}"
-                                   f"&endAt={int(time.time() * 1000) + 60_000}", token)
-                counted = stats["pageviews"]["value"]
-                if counted >= 1:
-                    break
-                time.sleep(2)
-            screenshot = Path(home) / "stats.png"
-            page.screenshot(path=str(screenshot))
-        finally:
-            browser.close()
-
-    measured = {"page_load": page_load, "dashboard_first_load": first_load, "stats_page": stats_page,
-                "pageviews_counted": counted, "tracker_sent": [s for _, _, s in sent],
-                "cancelled_by_the_browser": len(recorder.aborted)}
+    measured = {"page_load": result["page_load"], "dashboard_first_load": result["dashboard_first_load"],
+                "stats_page": result["stats_page"], "pageviews_counted": result["counted"],
+                "tracker_sent": [s for _, _, s in result["sent"]],
+                "cancelled_by_the_browser": len(recorder.aborted), "visits_retried_after_network_change": retried}
     evidence("ratelimit.edge", **measured, failed=recorder.bad())
-    evidence("analytics.self_hosted", pageviews_counted=counted, foreign_requests=recorder.foreign)
+    evidence("analytics.self_hosted", pageviews_counted=result["counted"], foreign_requests=recorder.foreign)
     print(json.dumps(measured, indent=1))
     problems = []
+    tracker, sent = result["tracker"], result["sent"]
     if not (tracker and tracker[0][2] == 200):
         problems.append(f"the app's page did not load the tracker: {tracker}")
     if not (sent and all(s == 200 for _, _, s in sent)):
         problems.append(f"the tracker's /api/send: {sent}")
-    if counted < 1:
+    if result["counted"] < 1:
         problems.append("Umami did not count the page view")
     if recorder.foreign:
         problems.append(f"requests to other origins: {recorder.foreign}")
-    if broken:
-        problems.append(f"{broken} 'Something went wrong' panels on the statistics page")
+    if result["broken"]:
+        problems.append(f"{result['broken']} 'Something went wrong' panels on the statistics page")
     problems += recorder.bad() + recorder.failed + recorder.errors
+    if problems and retried:
+        problems.append(f"(the second visit: the first was retried after the controller's network changed: {retried})")
     assert not problems, "\n".join(problems)
 
 
