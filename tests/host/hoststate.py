@@ -10,6 +10,7 @@ check ran (an audit), the main processes must not even have restarted.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -175,3 +176,79 @@ def wait_until_untouched(name: str, timeout: float = 1800) -> list[str]:
         if not held or time.monotonic() > deadline:
             return held
         time.sleep(2)
+
+
+@contextlib.contextmanager
+def exclusive(key: str) -> Iterator[None]:
+    """One check at a time, across this run's workers, for what `key` names: e.g. a user's
+    portfolios, which app hosts sharing one database all count against one quota (a
+    portfolio another host's check writes meanwhile would be counted in, or refused)."""
+    BUSY_DIR.mkdir(mode=0o700, exist_ok=True)
+    with open(BUSY_DIR / f"{key}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# A check that cuts the controller off from a host for a while (the firewall lockout check:
+# new SSH connections fail until the host rolls its ruleset back) marks it; another worker's
+# command on that host (inventory_host below) waits until the mark is gone, and the check
+# waits for commands already under way before it cuts the host off.
+def _held(pattern: str, *, others_only: bool = False) -> list[Path]:
+    """Live workers' markers (those of dead workers are removed); `others_only`: not this
+    process's own (a check never waits for its own cut-off)."""
+    live = []
+    for marker in BUSY_DIR.glob(pattern) if BUSY_DIR.is_dir() else []:
+        pid = int(marker.name.split("@", 1)[1].split(".", 1)[0])
+        if others_only and pid == os.getpid():
+            continue
+        if _alive(pid):
+            live.append(marker)
+        else:
+            marker.unlink(missing_ok=True)
+    return live
+
+
+@contextlib.contextmanager
+def cut_off(name: str, timeout: float = 600) -> Iterator[None]:
+    BUSY_DIR.mkdir(mode=0o700, exist_ok=True)
+    marker = BUSY_DIR / f"cutoff-{name}@{os.getpid()}.{time.monotonic_ns()}"
+    marker.write_text("")
+    try:
+        deadline = time.monotonic() + timeout
+        while _held(f"inflight-{name}@*", others_only=True) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        yield
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def guard(host, name: str, timeout: float = 600):
+    """`host` (another inventory host's testinfra host) with every command waiting while a
+    check has `name` cut off (cut_off above)."""
+    backend = host.backend
+    if getattr(backend, "_iac_guarded", False):
+        return host
+    run = backend.run
+
+    def guarded_run(command, *args, **kwargs):
+        BUSY_DIR.mkdir(mode=0o700, exist_ok=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            while _held(f"cutoff-{name}@*", others_only=True) and time.monotonic() < deadline:
+                time.sleep(1)
+            inflight = BUSY_DIR / f"inflight-{name}@{os.getpid()}.{time.monotonic_ns()}"
+            inflight.write_text("")
+            if not _held(f"cutoff-{name}@*", others_only=True) or time.monotonic() >= deadline:
+                break
+            inflight.unlink(missing_ok=True)  # cut off meanwhile: wait for it to end
+        try:
+            return run(command, *args, **kwargs)
+        finally:
+            inflight.unlink(missing_ok=True)
+
+    backend.run = guarded_run
+    backend._iac_guarded = True
+    return host

@@ -121,27 +121,9 @@ def _delete_portfolios(host, login: dict, name: str, prefix: str) -> None:
     assert not [p for p in _portfolio_names(host, login, name) if p.startswith(f"{prefix}-")]
 
 
-@pytest.mark.claim("portfolios.quota")
-@pytest.mark.disruptive
-def test_portfolio_count_and_size_are_capped(host, hostvars, account, evidence):
-    """The finding: portfolios per user were unlimited. One more than the cap is refused
-    (409), one byte more than the size cap too (413); what the check wrote is removed.
-    App hosts that share one database share each user's count: it is checked from the first
-    of them only (on every host at once, each would count the others' portfolios)."""
-    settings = app_settings(host)
-    peers = app_hosts_behind(hostvars)
-    if settings.get("PLATFORM_DATABASE_URL") and peers[0] != hostvars["inventory_hostname"]:
-        pytest.skip(f"this host's users' portfolios are in the database it shares with {peers[0]}: checked there")
-    req = require("portfolios.quota")
-    max_count = int(settings.get("PLATFORM_PORTFOLIO_MAX_COUNT", 0))
-    max_bytes = int(settings.get("PLATFORM_PORTFOLIO_MAX_BYTES", 0))
-    prefix = f"quota{uuid.uuid4().hex[:6]}"
-    name, password = account("app_user")
-    login = {"username": name, "password": password}
-    # What the user holds already, as the app lists it (files or its database, docs/tiers.md).
-    existing = _portfolio_count(host, login, name)
-    # Up to the cap (the role's default, 100, when the app has none), then one more.
-    attempts = (max_count or 100) - existing + 1
+def _fill_to_the_cap(host, login: dict, name: str, prefix: str, attempts: int, max_bytes: int):
+    """`attempts` new portfolios (4 at a time), then one a byte over the size cap; what was
+    written is removed, whatever happened."""
     try:
         reset_limits(host, name)
         filled = run_plan(host, {
@@ -160,6 +142,34 @@ def test_portfolio_count_and_size_are_capped(host, hostvars, account, evidence):
     finally:
         _delete_portfolios(host, login, name, prefix)
         reset_limits(host, name)
+    return filled, too_big
+
+
+@pytest.mark.claim("portfolios.quota")
+@pytest.mark.disruptive
+def test_portfolio_count_and_size_are_capped(host, hostvars, account, evidence):
+    """The finding: portfolios per user were unlimited. One more than the cap is refused
+    (409), one byte more than the size cap too (413); what the check wrote is removed.
+    App hosts that share one database share each user's count: it is checked from the first
+    of them only (on every host at once, each would count the others' portfolios)."""
+    settings = app_settings(host)
+    peers = app_hosts_behind(hostvars)
+    if settings.get("PLATFORM_DATABASE_URL") and peers[0] != hostvars["inventory_hostname"]:
+        pytest.skip(f"this host's users' portfolios are in the database it shares with {peers[0]}: checked there")
+    req = require("portfolios.quota")
+    max_count = int(settings.get("PLATFORM_PORTFOLIO_MAX_COUNT", 0))
+    max_bytes = int(settings.get("PLATFORM_PORTFOLIO_MAX_BYTES", 0))
+    prefix = f"quota{uuid.uuid4().hex[:6]}"
+    name, password = account("app_user")
+    login = {"username": name, "password": password}
+    # What the user holds already, as the app lists it (files or its database, docs/tiers.md).
+    # App hosts sharing a database share the user's count: no other check writes a portfolio
+    # of this user meanwhile (it would be counted in, or refused).
+    with hoststate.exclusive(f"portfolios-{name}"):
+        existing = _portfolio_count(host, login, name)
+        # Up to the cap (the role's default, 100, when the app has none), then one more.
+        attempts = (max_count or 100) - existing + 1
+        filled, too_big = _fill_to_the_cap(host, login, name, prefix, attempts, max_bytes)
     statuses = [r[0] for r in filled["results"]]
     evidence("portfolios.quota", max_count=max_count, max_bytes=max_bytes, existing_before=existing,
              written=statuses.count(200), refused=sorted(set(statuses) - {200}),
@@ -197,21 +207,24 @@ def test_portfolios_live_on_the_database_tier(request, host, hostvars, account, 
     state = host.check_output("systemctl show --property=StateDirectory --value platform.service").split()[0]
     query = (f"SELECT bytes FROM portfolios WHERE owner = '{name}' AND name = '{marker}'")  # noqa: S608
     psql = (f"runuser -u postgres -- psql -X -A -t -d {database} -c {shlex.quote(query)}")
-    try:
-        with hoststate.touching(db_hosts[0], f"a portfolio row of {name} ({marker})"):
-            wrote = run_plan(host, {"login": login, "reset": reset_command(host, name), "requests": [
-                {"method": "PUT", "path": f"/api/portfolios/{name}/{marker}", "body": {"positions": []}}]})
-            row = db.run(psql).stdout.strip()
-            as_file = host.file(f"/var/lib/{state}/users/{name}/{marker}.json").exists
-            evidence("auth.isolation", store=f"database {database} on {db_hosts[0]}",
-                     write_status=wrote["results"][0][0], row_bytes=row or None, file_on_app_host=as_file)
-            assert wrote["results"][0][0] == 200, wrote
-            assert row.isdigit() and int(row) > 0, f"no row for {name}/{marker} in {database} on {db_hosts[0]}"
-            assert not as_file, "the portfolio was written as a file on the app host"
-    finally:
-        run_plan(host, {"login": login, "reset": reset_command(host, name), "requests": [
-            {"method": "DELETE", "path": f"/api/portfolios/{name}/{marker}"}]})
-        reset_limits(host, name)
+    # The user's portfolios count against one quota on every app host sharing the database:
+    # not while the quota check fills it (test_portfolio_count_and_size_are_capped).
+    with hoststate.exclusive(f"portfolios-{name}"):
+        try:
+            with hoststate.touching(db_hosts[0], f"a portfolio row of {name} ({marker})"):
+                wrote = run_plan(host, {"login": login, "reset": reset_command(host, name), "requests": [
+                    {"method": "PUT", "path": f"/api/portfolios/{name}/{marker}", "body": {"positions": []}}]})
+                row = db.run(psql).stdout.strip()
+                as_file = host.file(f"/var/lib/{state}/users/{name}/{marker}.json").exists
+                evidence("auth.isolation", store=f"database {database} on {db_hosts[0]}",
+                         write_status=wrote["results"][0][0], row_bytes=row or None, file_on_app_host=as_file)
+                assert wrote["results"][0][0] == 200, wrote
+                assert row.isdigit() and int(row) > 0, f"no row for {name}/{marker} in {database} on {db_hosts[0]}"
+                assert not as_file, "the portfolio was written as a file on the app host"
+        finally:
+            run_plan(host, {"login": login, "reset": reset_command(host, name), "requests": [
+                {"method": "DELETE", "path": f"/api/portfolios/{name}/{marker}"}]})
+            reset_limits(host, name)
     assert db.run(psql).stdout.strip() == "", "the check's portfolio is still in the database"
 
 

@@ -20,6 +20,7 @@ import socket
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from tiers import inventory_host
 
 from policy import require
 
@@ -54,16 +55,10 @@ def _port(exec_start: str) -> int:
 @pytest.fixture(scope="module")
 def client(request, hostvars):
     """The first platform host of the inventory (a client of this server)."""
-    import testinfra
-
     names = (hostvars.get("groups") or {}).get("platform") or []
     if not names:
         pytest.skip("the inventory has no platform hosts")
-    return testinfra.get_host(
-        f"ansible://{names[0]}",
-        ansible_inventory=request.config.getoption("ansible_inventory"),
-        ssh_identity_file=request.config.getoption("ssh_identity_file"),
-    )
+    return inventory_host(request, names[0])
 
 
 @pytest.mark.claim("backup.offsite_append_only")

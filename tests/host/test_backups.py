@@ -27,7 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import hoststate
 import pytest
-from tiers import DB, TIER_HOSTS, carries, db_client_hosts
+from tiers import DB, TIER_HOSTS, carries, db_client_hosts, inventory_host
 
 from policy import require
 
@@ -99,18 +99,12 @@ def _exposure(host, unit: str) -> float:
 def server(request, hostvars, cfg):
     """The off-site backup server of this platform host (first host of group backup_servers),
     reached like any inventory host."""
-    import testinfra
-
     if not _repo(cfg, "offsite"):
         pytest.skip("no off-site repository configured")
     names = (hostvars.get("groups") or {}).get("backup_servers") or []
     if not names:
         pytest.skip("the inventory has no backup_servers group")
-    return testinfra.get_host(
-        f"ansible://{names[0]}",
-        ansible_inventory=request.config.getoption("ansible_inventory"),
-        ssh_identity_file=request.config.getoption("ssh_identity_file"),
-    )
+    return inventory_host(request, names[0])
 
 
 # --- schedule and alerting -------------------------------------------------------------------

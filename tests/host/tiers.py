@@ -66,11 +66,14 @@ def app_hosts_behind(hostvars: dict) -> list[str]:
 
 
 def inventory_host(request, name: str):
-    """A testinfra host for another inventory host (checks that look at both ends of a link)."""
+    """A testinfra host for another inventory host (checks that look at both ends of a link,
+    a backup client and its server). Its commands wait while another worker's check has that
+    host cut off (hoststate.cut_off: the firewall lockout check)."""
+    import hoststate
     import testinfra
 
-    return testinfra.get_host(
+    return hoststate.guard(testinfra.get_host(
         f"ansible://{name}",
         ansible_inventory=request.config.getoption("ansible_inventory"),
         ssh_identity_file=request.config.getoption("ssh_identity_file"),
-    )
+    ), name)
