@@ -396,6 +396,26 @@ def pytest_runtest_logreport(report) -> None:
         _PROGRESS.report(report)
 
 
+@pytest.fixture
+def one_check_per_app_user(hostvars):
+    """While a check runs, no other worker's check trips, resets or fills the app's audit
+    user (`audit_accounts.app_user`): app hosts that share a database share that user's
+    limits and portfolio quota (docs/tiers.md), so a reset or a portfolio from another app
+    host's check would land in the middle of this one's measurement (tiered lab,
+    2026-12-04). Modules and checks opt in with `pytest.mark.usefixtures(...)`."""
+    import hoststate
+
+    try:
+        name = ((hostvars.get("audit_accounts") or {}).get("app_user") or {}).get("username")
+    except Exception:  # noqa: BLE001 - a vaulted value: the check itself skips with the reason
+        name = None
+    if not name:
+        yield
+        return
+    with hoststate.exclusive(f"app-user-{name}"):
+        yield
+
+
 @pytest.fixture(scope="module")
 def account(hostvars):
     """A login for checks that need one: `account("app_user")` -> (username, password).

@@ -27,7 +27,8 @@ from policy import require
 # The hosts these checks are about (tests/host/tiers.py).
 HOST_GROUPS = APP
 
-pytestmark = pytest.mark.claim("actionlog")
+# App hosts sharing a database share the audit user's limits (conftest.py).
+pytestmark = [pytest.mark.claim("actionlog"), pytest.mark.usefixtures("one_check_per_app_user")]
 
 FIELD_NAMES = {"action": "op"}
 

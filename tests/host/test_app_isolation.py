@@ -43,6 +43,9 @@ from policy import require
 # The hosts these checks are about (tests/host/tiers.py).
 HOST_GROUPS = APP
 
+# App hosts sharing a database share the audit user's limits and portfolios (conftest.py).
+pytestmark = pytest.mark.usefixtures("one_check_per_app_user")
+
 
 @pytest.fixture(scope="module")
 def site(host, sites, hostvars) -> str:
@@ -163,13 +166,11 @@ def test_portfolio_count_and_size_are_capped(host, hostvars, account, evidence):
     name, password = account("app_user")
     login = {"username": name, "password": password}
     # What the user holds already, as the app lists it (files or its database, docs/tiers.md).
-    # App hosts sharing a database share the user's count: no other check writes a portfolio
-    # of this user meanwhile (it would be counted in, or refused).
-    with hoststate.exclusive(f"portfolios-{name}"):
-        existing = _portfolio_count(host, login, name)
-        # Up to the cap (the role's default, 100, when the app has none), then one more.
-        attempts = (max_count or 100) - existing + 1
-        filled, too_big = _fill_to_the_cap(host, login, name, prefix, attempts, max_bytes)
+    # No other check writes a portfolio of this user meanwhile (one_check_per_app_user).
+    existing = _portfolio_count(host, login, name)
+    # Up to the cap (the role's default, 100, when the app has none), then one more.
+    attempts = (max_count or 100) - existing + 1
+    filled, too_big = _fill_to_the_cap(host, login, name, prefix, attempts, max_bytes)
     statuses = [r[0] for r in filled["results"]]
     evidence("portfolios.quota", max_count=max_count, max_bytes=max_bytes, existing_before=existing,
              written=statuses.count(200), refused=sorted(set(statuses) - {200}),
@@ -207,24 +208,21 @@ def test_portfolios_live_on_the_database_tier(request, host, hostvars, account, 
     state = host.check_output("systemctl show --property=StateDirectory --value platform.service").split()[0]
     query = (f"SELECT bytes FROM portfolios WHERE owner = '{name}' AND name = '{marker}'")  # noqa: S608
     psql = (f"runuser -u postgres -- psql -X -A -t -d {database} -c {shlex.quote(query)}")
-    # The user's portfolios count against one quota on every app host sharing the database:
-    # not while the quota check fills it (test_portfolio_count_and_size_are_capped).
-    with hoststate.exclusive(f"portfolios-{name}"):
-        try:
-            with hoststate.touching(db_hosts[0], f"a portfolio row of {name} ({marker})"):
-                wrote = run_plan(host, {"login": login, "reset": reset_command(host, name), "requests": [
-                    {"method": "PUT", "path": f"/api/portfolios/{name}/{marker}", "body": {"positions": []}}]})
-                row = db.run(psql).stdout.strip()
-                as_file = host.file(f"/var/lib/{state}/users/{name}/{marker}.json").exists
-                evidence("auth.isolation", store=f"database {database} on {db_hosts[0]}",
-                         write_status=wrote["results"][0][0], row_bytes=row or None, file_on_app_host=as_file)
-                assert wrote["results"][0][0] == 200, wrote
-                assert row.isdigit() and int(row) > 0, f"no row for {name}/{marker} in {database} on {db_hosts[0]}"
-                assert not as_file, "the portfolio was written as a file on the app host"
-        finally:
-            run_plan(host, {"login": login, "reset": reset_command(host, name), "requests": [
-                {"method": "DELETE", "path": f"/api/portfolios/{name}/{marker}"}]})
-            reset_limits(host, name)
+    try:
+        with hoststate.touching(db_hosts[0], f"a portfolio row of {name} ({marker})"):
+            wrote = run_plan(host, {"login": login, "reset": reset_command(host, name), "requests": [
+                {"method": "PUT", "path": f"/api/portfolios/{name}/{marker}", "body": {"positions": []}}]})
+            row = db.run(psql).stdout.strip()
+            as_file = host.file(f"/var/lib/{state}/users/{name}/{marker}.json").exists
+            evidence("auth.isolation", store=f"database {database} on {db_hosts[0]}",
+                     write_status=wrote["results"][0][0], row_bytes=row or None, file_on_app_host=as_file)
+            assert wrote["results"][0][0] == 200, wrote
+            assert row.isdigit() and int(row) > 0, f"no row for {name}/{marker} in {database} on {db_hosts[0]}"
+            assert not as_file, "the portfolio was written as a file on the app host"
+    finally:
+        run_plan(host, {"login": login, "reset": reset_command(host, name), "requests": [
+            {"method": "DELETE", "path": f"/api/portfolios/{name}/{marker}"}]})
+        reset_limits(host, name)
     assert db.run(psql).stdout.strip() == "", "the check's portfolio is still in the database"
 
 

@@ -21,7 +21,9 @@ from policy import require
 # The hosts these checks are about (tests/host/tiers.py).
 HOST_GROUPS = APP
 
-pytestmark = [pytest.mark.claim("ratelimit.app"), pytest.mark.disruptive]
+# App hosts sharing a database share the user's limits (conftest.py: one_check_per_app_user).
+pytestmark = [pytest.mark.claim("ratelimit.app"), pytest.mark.disruptive,
+              pytest.mark.usefixtures("one_check_per_app_user")]
 
 EVALUATIONS = 100
 

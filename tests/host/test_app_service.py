@@ -31,7 +31,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import hoststate
 import pytest
 from appsock import app_site
 from tiers import APP, app_hosts_behind, inventory_host
@@ -314,6 +313,7 @@ def test_action_log_is_out_of_the_apps_reach(host, hostvars, evidence):
 
 @pytest.mark.claim("actionlog", "auth.isolation")
 @pytest.mark.disruptive(reason="writes a portfolio of the audit user")
+@pytest.mark.usefixtures("one_check_per_app_user")  # not while another app host fills its quota
 def test_actions_on_loopback_reach_the_jsonl_file(host, hostvars, account):
     """The chain on loopback: app, journal, copier, file."""
     user, password = account("app_user")
@@ -330,9 +330,7 @@ def test_actions_on_loopback_reach_the_jsonl_file(host, hostvars, account):
         "    {'Authorization': 'Bearer ' + token})\n"
         "print(status, gone)\n"
     )
-    # Not while another app host's check fills this user's quota (one count per database).
-    with hoststate.exclusive(f"portfolios-{user}"):
-        out = host.run(f"python3 - <<'EOF'\n{script}EOF")
+    out = host.run(f"python3 - <<'EOF'\n{script}EOF")
     assert out.rc == 0, out.stderr
     written_status, deleted_status = out.stdout.split()
     assert written_status in ("200", "201"), out.stdout
