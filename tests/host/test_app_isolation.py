@@ -124,30 +124,6 @@ def _delete_portfolios(host, login: dict, name: str, prefix: str) -> None:
     assert not [p for p in _portfolio_names(host, login, name) if p.startswith(f"{prefix}-")]
 
 
-def _fill_to_the_cap(host, login: dict, name: str, prefix: str, attempts: int, max_bytes: int):
-    """`attempts` new portfolios (4 at a time), then one a byte over the size cap; what was
-    written is removed, whatever happened."""
-    try:
-        reset_limits(host, name)
-        filled = run_plan(host, {
-            "login": login, "concurrency": 4, "reset": reset_command(host, name),
-            "repeat": {"count": max(attempts, 1), "method": "PUT", "path": f"/api/portfolios/{name}/{prefix}-{{i}}",
-                       "body": {"positions": [{"symbol": "ACME", "qty": 1}]}},
-        }, timeout=1800)  # fmt: skip
-        too_big = run_plan(host, {
-            "login": login, "reset": reset_command(host, name),
-            "requests": [
-                {"method": "DELETE", "path": f"/api/portfolios/{name}/{prefix}-0"},
-                {"method": "PUT", "path": f"/api/portfolios/{name}/{prefix}-big",
-                 "pad": (max_bytes or 256 * 1024) + 1},
-            ],
-        })  # fmt: skip
-    finally:
-        _delete_portfolios(host, login, name, prefix)
-        reset_limits(host, name)
-    return filled, too_big
-
-
 @pytest.mark.claim("portfolios.quota")
 @pytest.mark.disruptive
 def test_portfolio_count_and_size_are_capped(host, hostvars, account, evidence):
@@ -170,7 +146,24 @@ def test_portfolio_count_and_size_are_capped(host, hostvars, account, evidence):
     existing = _portfolio_count(host, login, name)
     # Up to the cap (the role's default, 100, when the app has none), then one more.
     attempts = (max_count or 100) - existing + 1
-    filled, too_big = _fill_to_the_cap(host, login, name, prefix, attempts, max_bytes)
+    try:
+        reset_limits(host, name)
+        filled = run_plan(host, {
+            "login": login, "concurrency": 4, "reset": reset_command(host, name),
+            "repeat": {"count": max(attempts, 1), "method": "PUT", "path": f"/api/portfolios/{name}/{prefix}-{{i}}",
+                       "body": {"positions": [{"symbol": "ACME", "qty": 1}]}},
+        }, timeout=1800)  # fmt: skip
+        too_big = run_plan(host, {
+            "login": login, "reset": reset_command(host, name),
+            "requests": [
+                {"method": "DELETE", "path": f"/api/portfolios/{name}/{prefix}-0"},
+                {"method": "PUT", "path": f"/api/portfolios/{name}/{prefix}-big",
+                 "pad": (max_bytes or 256 * 1024) + 1},
+            ],
+        })  # fmt: skip
+    finally:
+        _delete_portfolios(host, login, name, prefix)
+        reset_limits(host, name)
     statuses = [r[0] for r in filled["results"]]
     evidence("portfolios.quota", max_count=max_count, max_bytes=max_bytes, existing_before=existing,
              written=statuses.count(200), refused=sorted(set(statuses) - {200}),
