@@ -166,13 +166,7 @@ def wait_until_untouched(name: str, timeout: float = 1800) -> list[str]:
     e.g. an interrupted run, are removed). Returns what was still held at the timeout."""
     deadline = time.monotonic() + timeout
     while True:
-        held = []
-        for marker in BUSY_DIR.glob(f"{name}@*") if BUSY_DIR.is_dir() else []:
-            pid = int(marker.name.split("@", 1)[1].split(".", 1)[0])
-            if _alive(pid):
-                held.append(marker.read_text(errors="replace"))
-            else:
-                marker.unlink(missing_ok=True)
+        held = [marker.read_text(errors="replace") for marker in _held(f"{name}@*")]
         if not held or time.monotonic() > deadline:
             return held
         time.sleep(2)
@@ -192,10 +186,6 @@ def exclusive(key: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-# A check that cuts the controller off from a host for a while (the firewall lockout check:
-# new SSH connections fail until the host rolls its ruleset back) marks it; another worker's
-# command on that host (inventory_host below) waits until the mark is gone, and the check
-# waits for commands already under way before it cuts the host off.
 def _held(pattern: str, *, others_only: bool = False) -> list[Path]:
     """Live workers' markers (those of dead workers are removed); `others_only`: not this
     process's own (a check never waits for its own cut-off)."""
@@ -211,6 +201,10 @@ def _held(pattern: str, *, others_only: bool = False) -> list[Path]:
     return live
 
 
+# A check that cuts the controller off from a host for a while (the firewall lockout check:
+# new SSH connections fail until the host rolls its ruleset back) marks it; another worker's
+# command on that host (a handle from guard below, which tiers.inventory_host applies) waits
+# until the mark is gone, and the check waits for commands already under way.
 @contextlib.contextmanager
 def cut_off(name: str, timeout: float = 600) -> Iterator[None]:
     BUSY_DIR.mkdir(mode=0o700, exist_ok=True)
