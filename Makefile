@@ -45,6 +45,7 @@ export CONTAINERS_CONF ?= $(CURDIR)/lab/containers.conf
 ifeq ($(IS_LAB),1)
 export ANSIBLE_PRIVATE_KEY_FILE ?= $(IAC_LAB_DIR)/ssh/id_ed25519
 export IAC_PROBE_SOURCES ?= 10.89.77.200-219
+export IAC_OFFENDER_SOURCES ?= 10.89.77.230-239
 LAB_PYTEST_ARGS := --ssh-identity-file=$(ANSIBLE_PRIVATE_KEY_FILE)
 endif
 

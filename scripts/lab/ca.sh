@@ -27,7 +27,8 @@ ensure_network() {
   fi
   # Probe sources: the host checks send their HTTP requests from these controller
   # addresses, one per test module, so each module has its own per-IP rate limit bucket
-  # (lab/hosts, tests/host/conftest.py). The bridge exists once a container uses it.
+  # (lab/hosts, tests/host/conftest.py), and the offender sources (scripts/lab/lib.sh).
+  # The bridge exists once a container uses it.
   local bridge i
   bridge=$(podman network inspect "$LAB_NETWORK" --format '{{.NetworkInterface}}')
   if ip link show "$bridge" >/dev/null 2>&1; then
@@ -36,7 +37,7 @@ ensure_network() {
     # (first connections time out). A fixed, locally administered MAC stops that.
     [ "$(cat "/sys/class/net/$bridge/addr_assign_type" 2>/dev/null)" = 3 ] \
       || ip link set dev "$bridge" address "$LAB_BRIDGE_MAC"
-    for i in $(seq "$LAB_PROBE_FIRST" "$LAB_PROBE_LAST"); do
+    for i in $(seq "$LAB_PROBE_FIRST" "$LAB_PROBE_LAST") $(seq "$LAB_OFFENDER_FIRST" "$LAB_OFFENDER_LAST"); do
       ip -br addr show dev "$bridge" | grep -q "${LAB_SUBNET%.*/*}.$i/" \
         || ip addr add "${LAB_SUBNET%.*/*}.$i/32" dev "$bridge"
     done

@@ -22,6 +22,13 @@ LAB_CA_IP=${LAB_CA_IP:-10.89.77.2}
 LAB_PROBE_FIRST=200
 LAB_PROBE_LAST=219
 export IAC_PROBE_SOURCES=${IAC_PROBE_SOURCES:-10.89.77.200-219}
+# Controller addresses that play a misbehaving client (tests/host/test_baseline_fail2ban.py:
+# an SSH offender that gets banned). Added at lab up, like the probe sources, so no check
+# changes the controller's network while other checks run (Chromium aborts a page load with
+# ERR_NETWORK_CHANGED when an address comes or goes).
+LAB_OFFENDER_FIRST=230
+LAB_OFFENDER_LAST=239
+export IAC_OFFENDER_SOURCES=${IAC_OFFENDER_SOURCES:-10.89.77.230-239}
 LAB_IMAGE_REPO=${LAB_IMAGE_REPO:-localhost/iac-lab}
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -93,31 +93,31 @@ def address(hostvars) -> str:
 
 @pytest.fixture(scope="module")
 def second_client(address):
-    """A second controller address on the bridge the host is attached to (lab only)."""
-    if os.geteuid() != 0:
-        pytest.skip("adding a second client address needs root on the controller")
+    """A second controller address to misbehave from (lab only): one of IAC_OFFENDER_SOURCES.
+
+    The lab adds these addresses to its bridge when it comes up (scripts/lab/ca.sh), so this
+    check never changes the controller's network while other checks run: adding and deleting
+    an address here once made Chromium abort a dashboard load (ERR_NETWORK_CHANGED) in the
+    browser check on another worker. One of them at random each run: an address that a
+    previous run (or a parallel run against another host) used is not reused at once, so a
+    ban that outlived its run could not make this one fail.
+    """
+    spec = os.environ.get("IAC_OFFENDER_SOURCES", "")
+    first, _, last = spec.partition("-")
+    if not first or not last.isdigit():
+        pytest.skip("IAC_OFFENDER_SOURCES (A.B.C.D-E) names no second client address (lab only)")
+    base = ipaddress.ip_address(first)
+    candidates = [str(base + n) for n in range(int(last) - int(first.rsplit(".", 1)[1]) + 1)]
     route = subprocess.run(["ip", "-o", "route", "get", address], capture_output=True, text=True)
     if route.returncode != 0 or " via " in route.stdout or " dev " not in route.stdout:
         pytest.skip("the host is not on a bridge attached to this controller (lab only)")
     dev = route.stdout.split(" dev ")[1].split()[0]
-    src = route.stdout.split(" src ")[1].split()[0]
-    prefix = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", dev], capture_output=True, text=True,
-                            check=True).stdout.split(f"{src}/")[1].split()[0]
-    net = ipaddress.ip_network(f"{src}/{prefix}", strict=False)
-    taken = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
-    # A free address near the top of the lab subnet, chosen at random each run: an address
-    # that a previous run (or a parallel run against another host) used is never reused at
-    # once, so a ban that outlived its run could not make this one fail.
-    candidates = [str(net.network_address + n) for n in range(net.num_addresses - 60, net.num_addresses - 6)]
-    random.shuffle(candidates)
-    client = next((c for c in candidates if f" {c}/" not in taken), None)
-    if client is None:
-        pytest.skip("no free address for a second client on the lab bridge")
-    subprocess.run(["ip", "addr", "add", f"{client}/{prefix}", "dev", dev], check=True)
-    try:
-        yield client
-    finally:
-        subprocess.run(["ip", "addr", "del", f"{client}/{prefix}", "dev", dev], check=False)
+    on_bridge = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", dev], capture_output=True, text=True,
+                               check=True).stdout
+    present = [c for c in candidates if f" {c}/" in on_bridge]
+    assert present, (f"none of IAC_OFFENDER_SOURCES ({spec}) is an address of {dev}, the bridge to {address}: "
+                     "the lab adds them when it comes up (scripts/lab/ca.sh up)")
+    return random.choice(present)
 
 
 def ssh_from(client: str, address: str, port: int, user: str = "nosuchuser") -> subprocess.CompletedProcess:
