@@ -20,7 +20,7 @@ import socket
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from tiers import inventory_host
+from tiers import TIER_HOSTS, inventory_host
 
 from policy import require
 
@@ -53,12 +53,14 @@ def _port(exec_start: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def client(request, hostvars):
-    """The first platform host of the inventory (a client of this server)."""
-    names = (hostvars.get("groups") or {}).get("platform") or []
+def clients(request, hostvars) -> dict:
+    """Every host that carries a tier of the platform (the clients of this server): the
+    `platform` hosts, and on a tiered inventory the edge, app, analytics and db hosts."""
+    groups = hostvars.get("groups") or {}
+    names = list(dict.fromkeys(n for g in TIER_HOSTS for n in groups.get(g, [])))
     if not names:
-        pytest.skip("the inventory has no platform hosts")
-    return inventory_host(request, names[0])
+        pytest.skip("the inventory has no host that carries a tier of the platform")
+    return {name: inventory_host(request, name) for name in names}
 
 
 @pytest.mark.claim("backup.offsite_append_only")
@@ -111,10 +113,11 @@ def test_no_ssh_way_into_the_repositories(host, cfg, evidence) -> None:  # cfg: 
 
 
 @pytest.mark.claim("backup.offsite_append_only")
-def test_rest_port_reachable_from_clients_only(host, hostvars, exec_start, client, evidence) -> None:
+def test_rest_port_reachable_from_clients_only(host, hostvars, exec_start, clients, evidence) -> None:
     address = hostvars.get("ansible_host") or hostvars["inventory_hostname"]
     port = _port(exec_start)
-    from_client = client.run(f"python3 -c \"import socket; socket.create_connection(('{address}', {port}), 10)\"")
+    connect = f"python3 -c \"import socket; socket.create_connection(('{address}', {port}), 10)\""
+    from_clients = {name: client.run(connect) for name, client in clients.items()}
     try:
         socket.create_connection((address, port), timeout=5).close()
         from_controller = "open"
@@ -122,8 +125,10 @@ def test_rest_port_reachable_from_clients_only(host, hostvars, exec_start, clien
         from_controller = type(exc).__name__
     with host.sudo():
         ruleset = host.check_output("nft list table inet baseline")
-    evidence("backup.offsite_append_only", port=port, from_client_rc=from_client.rc, from_controller=from_controller)
-    assert from_client.rc == 0, from_client.stderr
+    evidence("backup.offsite_append_only", port=port, from_clients_rc={n: r.rc for n, r in from_clients.items()},
+             from_controller=from_controller)
+    refused = {n: r.stderr.strip()[-200:] for n, r in from_clients.items() if r.rc != 0}
+    assert not refused, f"clients that cannot reach the REST port: {refused}"
     assert from_controller != "open", "the REST port answers the controller, which is no client"
     assert f"tcp dport {port}" in ruleset
 
